@@ -1,0 +1,147 @@
+//! Which header names provider data may never set, override or smuggle (SPEC §4), and which names
+//! are the client's own credentials.
+
+use crate::header_syntax::{Pattern, first_match};
+
+/// Core blocklist, exact names. Pseudo-headers (`:…`) and the prefixes below are blocked too.
+pub const CORE_NAMES: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "cookie",
+    "set-cookie",
+    "forwarded",
+    "proxy-authorization",
+    "x-real-ip",
+    "cf-connecting-ip",
+    "true-client-ip",
+];
+
+/// Core blocklist, prefixes: the forwarding headers Envoy maintains and Envoy's control headers.
+pub const CORE_PREFIXES: &[&str] = &["x-forwarded-", "x-envoy-"];
+
+/// Headers that carry the client's own credentials (LiteLLM's list). `client_auth: strip` removes
+/// them; provider data can set `authorization` only through an explicit `forward_headers` mapping.
+pub const CLIENT_AUTH_NAMES: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "api-key",
+    "x-api-key",
+    "x-goog-api-key",
+    "ocp-apim-subscription-key",
+];
+
+pub fn is_client_auth(name: &str) -> bool {
+    CLIENT_AUTH_NAMES.contains(&name)
+}
+
+/// Why a (lowercased) name is blocked: the rule a reader can look up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockedBy<'p> {
+    PseudoHeader,
+    /// A core name or prefix (SPEC §4).
+    Core(&'static str),
+    /// One of the configured provider-data headers.
+    ProviderDataHeader,
+    /// One of the two routing headers.
+    RoutingHeader,
+    /// An operator `blocked_headers` pattern.
+    Operator(&'p str),
+}
+
+impl std::fmt::Display for BlockedBy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlockedBy::PseudoHeader => write!(f, "pseudo-header"),
+            BlockedBy::Core(n) => write!(f, "core blocklist ({n})"),
+            BlockedBy::ProviderDataHeader => write!(f, "provider-data header"),
+            BlockedBy::RoutingHeader => write!(f, "routing header"),
+            BlockedBy::Operator(p) => write!(f, "blocked_headers ({p})"),
+        }
+    }
+}
+
+/// The core blocklist plus the configured provider-data headers, routing headers and
+/// `blocked_headers`; built once at configuration time.
+#[derive(Debug, Clone)]
+pub struct Blocklist {
+    provider_data_headers: Vec<String>,
+    routing_headers: [String; 2],
+    operator: Vec<Pattern>,
+}
+
+impl Blocklist {
+    /// All names must already be lowercase.
+    pub fn new(provider_data_headers: Vec<String>, routing_headers: [String; 2], operator: Vec<Pattern>) -> Self {
+        Blocklist { provider_data_headers, routing_headers, operator }
+    }
+
+    /// The core part only (SPEC §4 without the configured names).
+    pub fn core(name: &str) -> Option<BlockedBy<'static>> {
+        if name.starts_with(':') {
+            return Some(BlockedBy::PseudoHeader);
+        }
+        if let Some(n) = CORE_NAMES.iter().find(|n| **n == name) {
+            return Some(BlockedBy::Core(n));
+        }
+        CORE_PREFIXES.iter().find(|p| name.starts_with(**p)).map(|p| BlockedBy::Core(p))
+    }
+
+    /// `name` must be lowercase.
+    pub fn check(&self, name: &str) -> Option<BlockedBy<'_>> {
+        if let Some(b) = Self::core(name) {
+            return Some(b);
+        }
+        if self.provider_data_headers.iter().any(|h| h == name) {
+            return Some(BlockedBy::ProviderDataHeader);
+        }
+        if self.routing_headers.iter().any(|h| h == name) {
+            return Some(BlockedBy::RoutingHeader);
+        }
+        first_match(&self.operator, name).map(|p| BlockedBy::Operator(p.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list() -> Blocklist {
+        Blocklist::new(
+            vec!["x-llamastack-provider-data".into()],
+            ["x-llm-provider".into(), "x-llm-model".into()],
+            vec![Pattern::header("X-Internal-*")],
+        )
+    }
+
+    #[test]
+    fn core_names_prefixes_and_pseudo_headers() {
+        let b = list();
+        assert_eq!(b.check(":authority"), Some(BlockedBy::PseudoHeader));
+        assert_eq!(b.check("host"), Some(BlockedBy::Core("host")));
+        assert_eq!(b.check("x-forwarded-for"), Some(BlockedBy::Core("x-forwarded-")));
+        assert_eq!(b.check("x-envoy-upstream-rq-timeout-ms"), Some(BlockedBy::Core("x-envoy-")));
+        assert_eq!(b.check("proxy-authorization"), Some(BlockedBy::Core("proxy-authorization")));
+        for n in CORE_NAMES {
+            assert!(b.check(n).is_some(), "{n}");
+        }
+    }
+
+    #[test]
+    fn configured_names() {
+        let b = list();
+        assert_eq!(b.check("x-llamastack-provider-data"), Some(BlockedBy::ProviderDataHeader));
+        assert_eq!(b.check("x-llm-model"), Some(BlockedBy::RoutingHeader));
+        assert_eq!(b.check("x-internal-debug"), Some(BlockedBy::Operator("x-internal-*")));
+        assert_eq!(b.check("authorization"), None, "authorization is governed by forward_headers");
+        assert_eq!(b.check("x-maas-subscription"), None);
+    }
+}

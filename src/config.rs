@@ -1,0 +1,401 @@
+//! The plugin configuration as the operator writes it (SPEC §2), parsed so that every problem is
+//! reported at once.
+//!
+//! serde stops at the first error, so the top level and each provider are read field by field:
+//! every field is deserialized on its own, and the keys nobody read are reported as unknown.
+//! The list of known keys is therefore the list of fields read below; it cannot drift.
+//! Semantic checks (header names, blocklist, duplicates) happen in [`crate::policy`].
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+pub const DEFAULT_PROVIDER_DATA_HEADERS: [&str; 2] =
+    ["x-llamastack-provider-data", "x-ogx-provider-data"];
+pub const DEFAULT_PROVIDER_DATA_MAX_BYTES: usize = 16 * 1024;
+pub const DEFAULT_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    pub provider_data: ProviderDataConfig,
+    pub body: BodyConfig,
+    pub routing: RoutingConfig,
+    pub on_invalid: OnInvalid,
+    pub blocked_headers: Vec<String>,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderDataConfig {
+    pub headers: Vec<String>,
+    pub strip: bool,
+    pub max_bytes: usize,
+}
+
+impl Default for ProviderDataConfig {
+    fn default() -> Self {
+        ProviderDataConfig {
+            headers: DEFAULT_PROVIDER_DATA_HEADERS.iter().map(|h| h.to_string()).collect(),
+            strip: true,
+            max_bytes: DEFAULT_PROVIDER_DATA_MAX_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BodyConfig {
+    pub max_bytes: usize,
+}
+
+impl Default for BodyConfig {
+    fn default() -> Self {
+        BodyConfig { max_bytes: DEFAULT_BODY_MAX_BYTES }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub provider_header: String,
+    pub model_header: String,
+    /// `"reject"` or the name of the provider that serves unknown models.
+    pub unknown_model: String,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            provider_header: "x-llm-provider".into(),
+            model_header: "x-llm-model".into(),
+            unknown_model: "reject".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInvalid {
+    #[default]
+    Reject,
+    Drop,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub models: Vec<String>,
+    /// provider-data key → target; kept in key order so decisions are deterministic.
+    pub forward_headers: BTreeMap<String, ForwardTarget>,
+    pub extra_headers: Vec<String>,
+    pub generic_extra_headers: bool,
+    pub client_headers: ClientHeadersConfig,
+    pub client_auth: ClientAuth,
+    pub set_headers: BTreeMap<String, String>,
+    pub remove_headers: Vec<String>,
+}
+
+/// `"x-tenant-id"` or `{"header": "authorization", "prefix": "Bearer "}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForwardTarget {
+    Name(String),
+    WithPrefix(ForwardTargetSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardTargetSpec {
+    pub header: String,
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl<'de> Deserialize<'de> for ForwardTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::String(name) => Ok(ForwardTarget::Name(name)),
+            spec @ Value::Object(_) => ForwardTargetSpec::deserialize(spec)
+                .map(ForwardTarget::WithPrefix)
+                .map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "expected a header name or an object {\"header\": ..., \"prefix\": ...}",
+            )),
+        }
+    }
+}
+
+impl ForwardTarget {
+    pub fn header(&self) -> &str {
+        match self {
+            ForwardTarget::Name(h) => h,
+            ForwardTarget::WithPrefix(spec) => &spec.header,
+        }
+    }
+    pub fn prefix(&self) -> &str {
+        match self {
+            ForwardTarget::Name(_) => "",
+            ForwardTarget::WithPrefix(spec) => &spec.prefix,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientHeadersConfig {
+    pub mode: ClientHeaderMode,
+    pub forward: Vec<String>,
+    pub drop: Vec<String>,
+}
+
+impl Default for ClientHeadersConfig {
+    fn default() -> Self {
+        ClientHeadersConfig {
+            mode: ClientHeaderMode::All,
+            forward: Vec::new(),
+            drop: vec!["x-stainless-*".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientHeaderMode {
+    All,
+    Allowlist,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Strip,
+    Forward,
+}
+
+/// Parses the plugin configuration, returning every problem found (not just the first).
+pub fn parse(bytes: &[u8]) -> Result<PluginConfig, Vec<String>> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| vec![format!("invalid JSON: {e}")])?;
+    let Value::Object(root) = value else {
+        return Err(vec!["configuration must be a JSON object".into()]);
+    };
+    let mut errors = Vec::new();
+    let mut top = Fields::new(&root, "", &mut errors);
+    let provider_data = top.optional("provider_data");
+    let body = top.optional("body");
+    let routing = top.optional("routing");
+    let on_invalid = top.optional("on_invalid");
+    let blocked_headers = top.optional("blocked_headers");
+    let providers_raw: Option<Vec<Value>> = top.required("providers");
+    top.reject_unknown();
+
+    let mut providers = Vec::new();
+    for (i, raw) in providers_raw.unwrap_or_default().iter().enumerate() {
+        if let Some(p) = parse_provider(raw, &format!("providers[{i}]"), &mut errors) {
+            providers.push(p);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(PluginConfig {
+        provider_data: provider_data.unwrap_or_default(),
+        body: body.unwrap_or_default(),
+        routing: routing.unwrap_or_default(),
+        on_invalid: on_invalid.unwrap_or_default(),
+        blocked_headers: blocked_headers.unwrap_or_default(),
+        providers,
+    })
+}
+
+fn parse_provider(raw: &Value, path: &str, errors: &mut Vec<String>) -> Option<ProviderConfig> {
+    let Value::Object(obj) = raw else {
+        errors.push(format!("{path}: must be an object"));
+        return None;
+    };
+    let before = errors.len();
+    let mut f = Fields::new(obj, path, errors);
+    let name = f.required("name");
+    let models = f.required("models");
+    let forward_headers = f.optional("forward_headers");
+    let extra_headers = f.optional("extra_headers");
+    let generic_extra_headers = f.optional("generic_extra_headers");
+    let client_headers = f.optional("client_headers");
+    let client_auth = f.optional("client_auth");
+    let set_headers = f.optional("set_headers");
+    let remove_headers = f.optional("remove_headers");
+    f.reject_unknown();
+    if errors.len() > before {
+        return None;
+    }
+    Some(ProviderConfig {
+        name: name?,
+        models: models?,
+        forward_headers: forward_headers.unwrap_or_default(),
+        extra_headers: extra_headers.unwrap_or_default(),
+        generic_extra_headers: generic_extra_headers.unwrap_or_default(),
+        client_headers: client_headers.unwrap_or_default(),
+        client_auth: client_auth.unwrap_or_default(),
+        set_headers: set_headers.unwrap_or_default(),
+        remove_headers: remove_headers.unwrap_or_default(),
+    })
+}
+
+/// Reads the fields of one JSON object, each on its own, remembering which keys were read.
+struct Fields<'a, 'e> {
+    obj: &'a Map<String, Value>,
+    path: &'a str,
+    read: Vec<&'static str>,
+    errors: &'e mut Vec<String>,
+}
+
+impl<'a, 'e> Fields<'a, 'e> {
+    fn new(obj: &'a Map<String, Value>, path: &'a str, errors: &'e mut Vec<String>) -> Self {
+        Fields { obj, path, read: Vec::new(), errors }
+    }
+
+    fn qualified(&self, key: &str) -> String {
+        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+    }
+
+    fn optional<T: DeserializeOwned>(&mut self, key: &'static str) -> Option<T> {
+        self.read.push(key);
+        let value = self.obj.get(key)?;
+        match T::deserialize(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = self.qualified(key);
+                self.errors.push(format!("{at}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn required<T: DeserializeOwned>(&mut self, key: &'static str) -> Option<T> {
+        if !self.obj.contains_key(key) {
+            self.read.push(key);
+            let at = self.qualified(key);
+            self.errors.push(format!("{at}: missing required field"));
+            return None;
+        }
+        self.optional(key)
+    }
+
+    fn reject_unknown(self) {
+        for key in self.obj.keys() {
+            if !self.read.contains(&key.as_str()) {
+                let at = self.qualified(key);
+                self.errors.push(format!("{at}: unknown field"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let c = parse(br#"{"providers":[{"name":"vllm","models":["llama-*"]}]}"#).expect("valid");
+        assert_eq!(c.provider_data.headers, ["x-llamastack-provider-data", "x-ogx-provider-data"]);
+        assert!(c.provider_data.strip);
+        assert_eq!(c.provider_data.max_bytes, 16384);
+        assert_eq!(c.body.max_bytes, 8388608);
+        assert_eq!(c.routing.provider_header, "x-llm-provider");
+        assert_eq!(c.routing.model_header, "x-llm-model");
+        assert_eq!(c.routing.unknown_model, "reject");
+        assert_eq!(c.on_invalid, OnInvalid::Reject);
+        assert!(c.blocked_headers.is_empty());
+        let p = &c.providers[0];
+        assert!(p.forward_headers.is_empty() && p.extra_headers.is_empty());
+        assert!(!p.generic_extra_headers);
+        assert_eq!(p.client_headers.mode, ClientHeaderMode::All);
+        assert_eq!(p.client_headers.drop, ["x-stainless-*"]);
+        assert_eq!(p.client_auth, ClientAuth::Strip);
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let c = parse(SPEC_EXAMPLE.as_bytes()).expect("spec example is valid");
+        let p = &c.providers[0];
+        assert_eq!(p.forward_headers["vllm_api_token"].header(), "authorization");
+        assert_eq!(p.forward_headers["vllm_api_token"].prefix(), "Bearer ");
+        assert_eq!(p.forward_headers["tenant_id"].header(), "x-tenant-id");
+        assert_eq!(p.set_headers["x-gateway"], "llm");
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let errors = parse(
+            br#"{"bogus":1,"routing":{"unknown_model":3},"providers":[
+                {"name":"a","models":"llama","colour":"red"},
+                {"models":[]},
+                {"name":"c","models":["x"],"client_headers":{"mode":"some"}}
+            ]}"#,
+        )
+        .expect_err("invalid");
+        let all = errors.join("\n");
+        for needle in [
+            "bogus: unknown field",
+            "routing:",
+            "providers[0].models:",
+            "providers[0].colour: unknown field",
+            "providers[1].name: missing required field",
+            "providers[2].client_headers:",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(errors.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn providers_is_required_and_json_must_be_an_object() {
+        assert_eq!(parse(b"{}").expect_err("missing"), ["providers: missing required field"]);
+        assert!(parse(b"[]").is_err());
+        assert!(parse(b"{").expect_err("bad json")[0].starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn forward_target_object_rejects_unknown_fields() {
+        let e = parse(
+            br#"{"providers":[{"name":"a","models":["m"],"forward_headers":{"k":{"header":"x-a","prefx":"B"}}}]}"#,
+        )
+        .expect_err("typo in prefix");
+        assert!(e[0].starts_with("providers[0].forward_headers"), "{e:?}");
+    }
+
+    pub const SPEC_EXAMPLE: &str = r#"{
+      "provider_data": {
+        "headers": ["x-llamastack-provider-data", "x-ogx-provider-data"],
+        "strip": true,
+        "max_bytes": 16384
+      },
+      "body": { "max_bytes": 8388608 },
+      "routing": {
+        "provider_header": "x-llm-provider",
+        "model_header": "x-llm-model",
+        "unknown_model": "reject"
+      },
+      "on_invalid": "reject",
+      "blocked_headers": ["x-internal-debug"],
+      "providers": [
+        {
+          "name": "vllm",
+          "models": ["llama-*", "vllm/*"],
+          "forward_headers": {
+            "vllm_api_token": { "header": "authorization", "prefix": "Bearer " },
+            "tenant_id": "x-tenant-id"
+          },
+          "extra_headers": ["x-maas-*"],
+          "generic_extra_headers": false,
+          "client_headers": { "mode": "all", "forward": [], "drop": ["x-stainless-*"] },
+          "client_auth": "strip",
+          "set_headers": { "x-gateway": "llm" },
+          "remove_headers": []
+        }
+      ]
+    }"#;
+}

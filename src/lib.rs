@@ -1,0 +1,10 @@
+//! llm-header-forward: a proxy-wasm filter that forwards per-request provider data to LLM backends
+//! safely. Everything that decides is plain Rust (compiled and tested natively); only `filter` and
+//! `metrics` talk to the host.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod blocklist;
+pub mod config;
+pub mod header_syntax;
+pub mod model_scan;
+pub mod policy;

@@ -1,0 +1,688 @@
+//! Finds the top-level `"model"` of a JSON request body in one streaming pass (SPEC §3, §7).
+//!
+//! The body arrives in chunks; each chunk is fed once and never kept. The scanner validates the
+//! whole document (RFC 8259 grammar, UTF-8, escapes and surrogate pairs), so a body that a backend
+//! would refuse is refused here too, and it decodes only two things: top-level keys (to recognise
+//! `model`, also when written with escapes such as `"mod\u0065l"`) and the `model` value. A second
+//! top-level `model` is an error: the filter and the backend could disagree on which one counts.
+//! Long strings (prompts, base64 images) are skipped eight bytes at a time.
+
+/// Longest model name accepted: it is sent upstream as a header value.
+pub const MAX_MODEL_BYTES: usize = crate::header_syntax::MAX_VALUE_BYTES;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanError {
+    /// Not valid JSON; `offset` is the byte where that became certain.
+    Malformed { offset: usize },
+    DuplicateModel,
+    ModelNotString,
+    ModelTooLong,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// A value must come next (document start, after `:`, after `,` in an array).
+    Value,
+    /// After `[`: a value or `]`.
+    ArrayStart,
+    /// After `{`: a key or `}`.
+    ObjectStart,
+    /// After `,` in an object: a key.
+    Key,
+    /// After a key: `:`.
+    Colon,
+    /// After a value inside a container: `,` or the closing bracket.
+    AfterValue,
+    /// After the top-level value: only whitespace may follow.
+    End,
+    Str,
+    Num(Num),
+    Literal { word: &'static [u8], matched: u8 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Num {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    Exp,
+    ExpSign,
+    ExpDigits,
+}
+
+impl Num {
+    fn is_complete(self) -> bool {
+        matches!(self, Num::Zero | Num::Int | Num::Frac | Num::ExpDigits)
+    }
+}
+
+/// What the string being read is, which decides whether it is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Skipped (only validated).
+    Other,
+    /// A key of the top-level object: decoded into `key`.
+    TopKey,
+    /// The value of the top-level `model`: decoded into `model`.
+    Model,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    None,
+    /// After `\`.
+    Backslash,
+    /// Inside `\uXXXX`; `high` is a pending high surrogate.
+    Hex { digits: u8, code: u32, high: Option<u32> },
+    /// After a high surrogate: `\u` of the low surrogate must follow.
+    LowBackslash { high: u32 },
+    LowU { high: u32 },
+}
+
+/// Length of `"model"`, the only key that is decoded in full.
+const KEY_CAP: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct ModelScanner {
+    state: State,
+    /// Container kinds, one bit per level (1 = object); the first 64 levels need no allocation.
+    stack_low: u64,
+    stack_high: Vec<u64>,
+    depth: usize,
+    role: Role,
+    escape: Escape,
+    /// Continuation bytes still expected in a UTF-8 sequence, and the range of the next one.
+    utf8_need: u8,
+    utf8_lo: u8,
+    utf8_hi: u8,
+    key: [u8; KEY_CAP],
+    /// Decoded key length; `KEY_CAP + 1` means "longer than `model`".
+    key_len: usize,
+    /// The string being read is an object key (at any depth).
+    string_is_key: bool,
+    /// The key just read is the top-level `model`: its value is captured.
+    value_is_model: bool,
+    model_seen: bool,
+    model: Vec<u8>,
+    /// Bytes fed before the current chunk.
+    consumed: usize,
+}
+
+impl Default for ModelScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ModelScanner {
+    pub fn new() -> Self {
+        ModelScanner {
+            state: State::Value,
+            stack_low: 0,
+            stack_high: Vec::new(),
+            depth: 0,
+            role: Role::Other,
+            escape: Escape::None,
+            utf8_need: 0,
+            utf8_lo: 0x80,
+            utf8_hi: 0xbf,
+            key: [0; KEY_CAP],
+            key_len: 0,
+            string_is_key: false,
+            value_is_model: false,
+            model_seen: false,
+            model: Vec::new(),
+            consumed: 0,
+        }
+    }
+
+    /// Scans the next chunk of the body.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), ScanError> {
+        let mut i = 0;
+        while i < chunk.len() {
+            i = match self.state {
+                State::Str => self.string(chunk, i)?,
+                State::Num(n) => self.number(n, chunk, i)?,
+                State::Literal { word, matched } => self.literal(word, matched, chunk, i)?,
+                _ => self.structural(chunk, i)?,
+            };
+        }
+        self.consumed += chunk.len();
+        Ok(())
+    }
+
+    /// Ends the document: `Ok(Some(model))`, `Ok(None)` when there is no top-level `model`
+    /// (including a top-level value that is not an object), or the error.
+    pub fn finish(mut self) -> Result<Option<String>, ScanError> {
+        if let State::Num(n) = self.state {
+            if n.is_complete() && self.depth == 0 {
+                self.state = State::End;
+            }
+        }
+        if self.state != State::End {
+            return Err(ScanError::Malformed { offset: self.consumed });
+        }
+        if !self.model_seen {
+            return Ok(None);
+        }
+        String::from_utf8(self.model).map(Some).map_err(|_| ScanError::Malformed { offset: self.consumed })
+    }
+
+    fn malformed(&self, i: usize) -> ScanError {
+        ScanError::Malformed { offset: self.consumed + i }
+    }
+
+    fn push(&mut self, object: bool) {
+        let (word, bit) = (self.depth / 64, self.depth % 64);
+        let slot = if word == 0 {
+            &mut self.stack_low
+        } else {
+            if self.stack_high.len() < word {
+                self.stack_high.push(0);
+            }
+            match self.stack_high.get_mut(word - 1) {
+                Some(slot) => slot,
+                None => return,
+            }
+        };
+        if object {
+            *slot |= 1 << bit;
+        } else {
+            *slot &= !(1 << bit);
+        }
+        self.depth += 1;
+    }
+
+    /// Whether the innermost open container is an object. Only called with `depth > 0`.
+    fn in_object(&self) -> bool {
+        let top = self.depth - 1;
+        let (word, bit) = (top / 64, top % 64);
+        let bits = if word == 0 { self.stack_low } else { self.stack_high.get(word - 1).copied().unwrap_or(0) };
+        bits & (1 << bit) != 0
+    }
+
+    fn value_done(&mut self) {
+        self.state = if self.depth == 0 { State::End } else { State::AfterValue };
+    }
+
+    /// Handles structural bytes until the state becomes a string, number or literal.
+    fn structural(&mut self, s: &[u8], mut i: usize) -> Result<usize, ScanError> {
+        while let Some(&b) = s.get(i) {
+            if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                i += 1;
+                continue;
+            }
+            match self.state {
+                State::Value | State::ArrayStart => {
+                    if b == b']' && self.state == State::ArrayStart {
+                        self.depth -= 1;
+                        self.value_done();
+                        i += 1;
+                        continue;
+                    }
+                    if self.value_is_model {
+                        self.value_is_model = false;
+                        if b != b'"' {
+                            return Err(match b {
+                                b'{' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => ScanError::ModelNotString,
+                                _ => self.malformed(i),
+                            });
+                        }
+                        self.start_string(Role::Model);
+                        return Ok(i + 1);
+                    }
+                    match b {
+                        b'{' => {
+                            self.push(true);
+                            self.state = State::ObjectStart;
+                        }
+                        b'[' => {
+                            self.push(false);
+                            self.state = State::ArrayStart;
+                        }
+                        b'"' => {
+                            self.start_string(Role::Other);
+                            return Ok(i + 1);
+                        }
+                        b'-' => {
+                            self.state = State::Num(Num::Minus);
+                            return Ok(i + 1);
+                        }
+                        b'0' => {
+                            self.state = State::Num(Num::Zero);
+                            return Ok(i + 1);
+                        }
+                        b'1'..=b'9' => {
+                            self.state = State::Num(Num::Int);
+                            return Ok(i + 1);
+                        }
+                        b't' | b'f' | b'n' => {
+                            let word: &'static [u8] = match b {
+                                b't' => b"true",
+                                b'f' => b"false",
+                                _ => b"null",
+                            };
+                            self.state = State::Literal { word, matched: 1 };
+                            return Ok(i + 1);
+                        }
+                        _ => return Err(self.malformed(i)),
+                    }
+                }
+                State::ObjectStart | State::Key => {
+                    if b == b'"' {
+                        let role = if self.depth == 1 { Role::TopKey } else { Role::Other };
+                        self.key_len = 0;
+                        self.string_is_key = true;
+                        self.start_string(role);
+                        return Ok(i + 1);
+                    }
+                    if b == b'}' && self.state == State::ObjectStart {
+                        self.depth -= 1;
+                        self.value_done();
+                    } else {
+                        return Err(self.malformed(i));
+                    }
+                }
+                State::Colon => {
+                    if b != b':' {
+                        return Err(self.malformed(i));
+                    }
+                    self.state = State::Value;
+                }
+                State::AfterValue => {
+                    let object = self.in_object();
+                    match (b, object) {
+                        (b',', true) => self.state = State::Key,
+                        (b',', false) => self.state = State::Value,
+                        (b'}', true) | (b']', false) => {
+                            self.depth -= 1;
+                            self.value_done();
+                        }
+                        _ => return Err(self.malformed(i)),
+                    }
+                }
+                State::End => return Err(self.malformed(i)),
+                State::Str | State::Num(_) | State::Literal { .. } => return Ok(i),
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    fn start_string(&mut self, role: Role) {
+        self.role = role;
+        self.state = State::Str;
+    }
+
+    fn string(&mut self, s: &[u8], mut i: usize) -> Result<usize, ScanError> {
+        let decode = self.role != Role::Other;
+        while i < s.len() {
+            if self.utf8_need == 0 && self.escape == Escape::None && !decode {
+                i = skip_plain(s, i);
+            }
+            let Some(&b) = s.get(i) else { break };
+            i += 1;
+            if self.utf8_need > 0 {
+                if b < self.utf8_lo || b > self.utf8_hi {
+                    return Err(self.malformed(i - 1));
+                }
+                self.utf8_need -= 1;
+                self.utf8_lo = 0x80;
+                self.utf8_hi = 0xbf;
+                self.decoded(b)?;
+                continue;
+            }
+            if self.escape != Escape::None {
+                self.escaped(b).map_err(|()| self.malformed(i - 1))?;
+                continue;
+            }
+            match b {
+                b'"' => {
+                    self.string_done()?;
+                    return Ok(i);
+                }
+                b'\\' => self.escape = Escape::Backslash,
+                0..=0x1f => return Err(self.malformed(i - 1)),
+                0x80..=0xff => {
+                    let (need, lo, hi) = match b {
+                        0xc2..=0xdf => (1, 0x80, 0xbf),
+                        0xe0 => (2, 0xa0, 0xbf),
+                        0xe1..=0xec | 0xee..=0xef => (2, 0x80, 0xbf),
+                        0xed => (2, 0x80, 0x9f),
+                        0xf0 => (3, 0x90, 0xbf),
+                        0xf1..=0xf3 => (3, 0x80, 0xbf),
+                        0xf4 => (3, 0x80, 0x8f),
+                        _ => return Err(self.malformed(i - 1)),
+                    };
+                    self.utf8_need = need;
+                    self.utf8_lo = lo;
+                    self.utf8_hi = hi;
+                    self.decoded(b)?;
+                }
+                _ => self.decoded(b)?,
+            }
+        }
+        Ok(i)
+    }
+
+    /// One byte of an escape sequence. `Err(())` means the escape is invalid.
+    fn escaped(&mut self, b: u8) -> Result<(), ()> {
+        match self.escape {
+            Escape::None => Ok(()),
+            Escape::Backslash => {
+                let byte = match b {
+                    b'"' | b'\\' | b'/' => b,
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'u' => {
+                        self.escape = Escape::Hex { digits: 0, code: 0, high: None };
+                        return Ok(());
+                    }
+                    _ => return Err(()),
+                };
+                self.escape = Escape::None;
+                self.decoded(byte).map_err(|_| ())
+            }
+            Escape::LowBackslash { high } if b == b'\\' => {
+                self.escape = Escape::LowU { high };
+                Ok(())
+            }
+            Escape::LowU { high } if b == b'u' => {
+                self.escape = Escape::Hex { digits: 0, code: 0, high: Some(high) };
+                Ok(())
+            }
+            Escape::LowBackslash { .. } | Escape::LowU { .. } => Err(()),
+            Escape::Hex { digits, code, high } => {
+                let digit = (b as char).to_digit(16).ok_or(())?;
+                let code = code << 4 | digit;
+                if digits < 3 {
+                    self.escape = Escape::Hex { digits: digits + 1, code, high };
+                    return Ok(());
+                }
+                let scalar = match (high, code) {
+                    (None, 0xd800..=0xdbff) => {
+                        self.escape = Escape::LowBackslash { high: code };
+                        return Ok(());
+                    }
+                    (None, 0xdc00..=0xdfff) => return Err(()),
+                    (None, c) => c,
+                    (Some(h), 0xdc00..=0xdfff) => 0x10000 + ((h - 0xd800) << 10) + (code - 0xdc00),
+                    (Some(_), _) => return Err(()),
+                };
+                self.escape = Escape::None;
+                let ch = char::from_u32(scalar).ok_or(())?;
+                let mut buf = [0u8; 4];
+                for &byte in ch.encode_utf8(&mut buf).as_bytes() {
+                    self.decoded(byte).map_err(|_| ())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// One decoded byte of the current string.
+    fn decoded(&mut self, b: u8) -> Result<(), ScanError> {
+        match self.role {
+            Role::Other => {}
+            Role::TopKey => {
+                if let Some(slot) = self.key.get_mut(self.key_len) {
+                    *slot = b;
+                }
+                self.key_len = (self.key_len + 1).min(KEY_CAP + 1);
+            }
+            Role::Model => {
+                if self.model.len() >= MAX_MODEL_BYTES {
+                    return Err(ScanError::ModelTooLong);
+                }
+                self.model.push(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn string_done(&mut self) -> Result<(), ScanError> {
+        let was_key = self.string_is_key;
+        let top_key = self.role == Role::TopKey;
+        self.role = Role::Other;
+        self.string_is_key = false;
+        if !was_key {
+            self.value_done();
+            return Ok(());
+        }
+        self.state = State::Colon;
+        if top_key && self.key_len == KEY_CAP && &self.key == b"model" {
+            if self.model_seen {
+                return Err(ScanError::DuplicateModel);
+            }
+            self.model_seen = true;
+            self.value_is_model = true;
+        }
+        Ok(())
+    }
+
+    fn number(&mut self, n: Num, s: &[u8], mut i: usize) -> Result<usize, ScanError> {
+        let mut n = n;
+        while let Some(&b) = s.get(i) {
+            let next = match (n, b) {
+                (Num::Minus, b'0') => Num::Zero,
+                (Num::Minus, b'1'..=b'9') => Num::Int,
+                (Num::Int, b'0'..=b'9') => Num::Int,
+                (Num::Zero | Num::Int, b'.') => Num::Dot,
+                (Num::Dot | Num::Frac, b'0'..=b'9') => Num::Frac,
+                (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Num::Exp,
+                (Num::Exp, b'+' | b'-') => Num::ExpSign,
+                (Num::Exp | Num::ExpSign | Num::ExpDigits, b'0'..=b'9') => Num::ExpDigits,
+                _ if n.is_complete() => {
+                    // The number ended; `b` belongs to whatever follows.
+                    self.value_done();
+                    return Ok(i);
+                }
+                _ => return Err(self.malformed(i)),
+            };
+            n = next;
+            i += 1;
+        }
+        self.state = State::Num(n);
+        Ok(i)
+    }
+
+    fn literal(&mut self, word: &'static [u8], matched: u8, s: &[u8], mut i: usize) -> Result<usize, ScanError> {
+        let mut matched = matched as usize;
+        while matched < word.len() {
+            let Some(&b) = s.get(i) else {
+                self.state = State::Literal { word, matched: matched as u8 };
+                return Ok(i);
+            };
+            if word.get(matched) != Some(&b) {
+                return Err(self.malformed(i));
+            }
+            matched += 1;
+            i += 1;
+        }
+        self.value_done();
+        Ok(i)
+    }
+}
+
+/// Index of the first byte at or after `i` that ends a plain run inside a string: `"`, `\`,
+/// a control character or a non-ASCII byte (which starts UTF-8 validation). Eight bytes at a time:
+/// each test below sets the top bit of a byte that qualifies; borrows can only disturb bytes above
+/// the first one that qualifies, so the lowest set bit is exact.
+#[inline]
+fn skip_plain(s: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    while let Some(window) = s.get(i..i + 8) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(window);
+        let v = u64::from_le_bytes(bytes);
+        let hits = zero_byte(v ^ (ONES * b'"' as u64))
+            | zero_byte(v ^ (ONES * b'\\' as u64))
+            | (v.wrapping_sub(ONES * 0x20) & !v & HIGH)
+            | (v & HIGH);
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = s.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 || b >= 0x80 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_chunks(chunks: &[&[u8]]) -> Result<Option<String>, ScanError> {
+        let mut s = ModelScanner::new();
+        for c in chunks {
+            s.feed(c)?;
+        }
+        s.finish()
+    }
+
+    /// Scans `body` whole and split at every byte boundary (and byte by byte); all must agree.
+    fn scan(body: &str) -> Result<Option<String>, ScanError> {
+        let b = body.as_bytes();
+        let whole = scan_chunks(&[b]);
+        for cut in 0..=b.len() {
+            let (x, y) = b.split_at(cut);
+            let r = scan_chunks(&[x, y]);
+            assert_eq!(r.is_ok(), whole.is_ok(), "split at {cut} of {body:?}");
+            if let (Ok(a), Ok(w)) = (&r, &whole) {
+                assert_eq!(a, w, "split at {cut} of {body:?}");
+            }
+        }
+        let bytes: Vec<&[u8]> = b.chunks(1).collect();
+        assert_eq!(scan_chunks(&bytes).ok(), whole.clone().ok(), "byte by byte: {body:?}");
+        whole
+    }
+
+    /// What serde_json says: `None` when it rejects the document.
+    fn serde_model(body: &str) -> Option<Option<String>> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        Some(v.get("model").and_then(|m| m.as_str()).map(str::to_string))
+    }
+
+    #[test]
+    fn finds_the_model() {
+        assert_eq!(scan(r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"hi"}]}"#), Ok(Some("llama-3-8b".into())));
+        assert_eq!(scan(r#" { "messages" : [ ] , "model" : "gpt-4o" } "#), Ok(Some("gpt-4o".into())));
+        assert_eq!(scan(r#"{"messages":[{"model":"nested"}],"stream":true}"#), Ok(None));
+        assert_eq!(scan(r#"{}"#), Ok(None));
+        assert_eq!(scan(r#"[{"model":"x"}]"#), Ok(None), "top level is not an object");
+        assert_eq!(scan(r#""model""#), Ok(None));
+        assert_eq!(scan("12"), Ok(None));
+    }
+
+    #[test]
+    fn decodes_escapes_in_keys_and_model() {
+        assert_eq!(scan(r#"{"mod\u0065l":"a\/b\u00e9\ud83d\ude00"}"#), Ok(Some("a/b\u{e9}\u{1f600}".into())));
+        assert_eq!(scan(r#"{"model":"tab\there"}"#), Ok(Some("tab\there".into())));
+        assert_eq!(scan(r#"{"models":"x","mode":"y","modelx":1}"#), Ok(None));
+        assert_eq!(scan("{\"model\":\"caf\u{e9}-\u{4e2d}\"}"), Ok(Some("caf\u{e9}-\u{4e2d}".into())));
+    }
+
+    #[test]
+    fn duplicate_model_is_refused_even_when_escaped() {
+        assert_eq!(scan(r#"{"model":"a","model":"b"}"#), Err(ScanError::DuplicateModel));
+        assert_eq!(scan(r#"{"model":"a","x":{"model":"ok"},"m\u006fdel":"b"}"#), Err(ScanError::DuplicateModel));
+        assert_eq!(scan(r#"{"model":1,"model":"b"}"#), Err(ScanError::ModelNotString));
+    }
+
+    #[test]
+    fn model_must_be_a_string() {
+        for body in [r#"{"model":1}"#, r#"{"model":null}"#, r#"{"model":["a"]}"#, r#"{"model":{"a":1}}"#, r#"{"model":true}"#] {
+            assert_eq!(scan(body), Err(ScanError::ModelNotString), "{body}");
+        }
+    }
+
+    #[test]
+    fn model_length_is_bounded() {
+        let ok = format!(r#"{{"model":"{}"}}"#, "m".repeat(MAX_MODEL_BYTES));
+        assert_eq!(scan_chunks(&[ok.as_bytes()]).map(|m| m.map(|m| m.len())), Ok(Some(MAX_MODEL_BYTES)));
+        let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(MAX_MODEL_BYTES + 1));
+        assert_eq!(scan_chunks(&[long.as_bytes()]), Err(ScanError::ModelTooLong));
+    }
+
+    const MALFORMED: &[&str] = &[
+        "", " ", "{", "}", "{]", "[}", "{\"model\":\"a\"", "{\"model\" \"a\"}", "{\"model\":}",
+        "{\"a\":1,}", "[1,]", "[,1]", "{,}", "{\"a\"}", "{1:2}", "01", "-", "1.", ".5", "1e", "1e+",
+        "+1", "-01", "tru", "truex", "nul", "NaN", "Infinity", "{\"a\":1}x", "{} {}", "\"abc",
+        "\"a\nb\"", "\"\\x\"", "\"\\u12\"", "\"\\u12g4\"", "\"\\ud800\"", "\"\\ud800x\"",
+        "\"\\ud800\\u0041\"", "\"\\udc00\"", "\u{feff}{}", "{\"a\":[1 2]}", "[1]]", "{\"a\":1}}",
+        "'a'", "{\"a\":'b'}", "[\"\t\"]",
+    ];
+
+    #[test]
+    fn malformed_documents_are_refused_like_serde_json_does() {
+        for body in MALFORMED {
+            assert!(matches!(scan(body), Err(ScanError::Malformed { .. })), "{body:?} accepted");
+            assert_eq!(serde_model(body), None, "serde_json accepts {body:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        for bad in [&b"\"\xff\""[..], b"\"\xc0\xaf\"", b"\"\xed\xa0\x80\"", b"\"\xe2\x82\"", b"\"\xf4\x90\x80\x80\"", b"{\"model\":\"\xc3\"}", b"\xc3\xa9"] {
+            let mut s = ModelScanner::new();
+            let r = s.feed(bad).and_then(|()| s.finish());
+            assert!(matches!(r, Err(ScanError::Malformed { .. })), "{bad:?}");
+            assert!(serde_json::from_slice::<serde_json::Value>(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn valid_documents_agree_with_serde_json() {
+        let cases = [
+            r#"{"model":"a","n":-0.5e+10,"b":[true,false,null,{},[],""],"s":"\\\"\/\b\f\n\r\t"}"#,
+            r#"{"x":{"model":"no"},"model":"yes"}"#,
+            "{\"model\":\"x\",\"content\":\"\u{1f600} long text \u{4e2d}\u{6587} with \\\"quotes\\\"\"}",
+            r#"{"a":0,"b":1E3,"c":-0,"d":12.25e-3,"model":"m"}"#,
+            "[0]", "0", "-1.5E-7", "true", "null", "\"\"", "{\"\":\"\"}",
+            "\r\n\t {\"model\" : \"spaced\" }\r\n",
+        ];
+        for body in cases {
+            assert_eq!(scan(body).ok(), serde_model(body), "{body}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_and_long_strings() {
+        let depth = 10_000;
+        let deep = format!(r#"{{"model":"deep","x":{}1{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(scan_chunks(&[deep.as_bytes()]), Ok(Some("deep".into())));
+        let unbalanced = format!(r#"{{"model":"deep","x":{}1{}}}"#, "[".repeat(depth), "]".repeat(depth - 1));
+        assert!(scan_chunks(&[unbalanced.as_bytes()]).is_err());
+        let mixed = format!("{}{}", "{\"a\":[".repeat(100), "]}".repeat(100));
+        assert_eq!(scan_chunks(&[mixed.as_bytes()]), Ok(None));
+
+        let text = "lorem ipsum \u{e9}\u{4e2d} \\\"q\\\" ".repeat(50_000);
+        let body = format!(r#"{{"messages":[{{"role":"user","content":"{text}"}}],"model":"after-text"}}"#);
+        for size in [1, 7, 8, 9, 4096, 65536] {
+            let chunks: Vec<&[u8]> = body.as_bytes().chunks(size).collect();
+            assert_eq!(scan_chunks(&chunks), Ok(Some("after-text".into())), "chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn control_character_found_at_every_position_of_the_fast_path() {
+        for pos in 0..20 {
+            let mut body = format!(r#"{{"c":"{}"}}"#, "a".repeat(20)).into_bytes();
+            body[6 + pos] = 0x01;
+            let mut s = ModelScanner::new();
+            assert_eq!(s.feed(&body), Err(ScanError::Malformed { offset: 6 + pos }));
+        }
+    }
+}
