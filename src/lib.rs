@@ -8,3 +8,14 @@ pub mod config;
 pub mod header_syntax;
 pub mod model_scan;
 pub mod policy;
+pub mod client_headers;
+pub mod decision;
+pub mod flow;
+pub mod forwarding;
+pub mod provider_data;
+pub mod rejection;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+#[cfg(target_arch = "wasm32")]
+mod metrics;

@@ -1,0 +1,183 @@
+//! Which headers the client itself sent are removed before the request goes upstream
+//! (SPEC §2 `client_headers`, `client_auth`, `remove_headers`, §3 for requests without a provider).
+
+use crate::blocklist::is_client_auth;
+use crate::config::{ClientAuth, ClientHeaderMode};
+use crate::header_syntax::first_match;
+use crate::policy::{Policy, Provider};
+
+/// The rule that removed a client header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRule<'p> {
+    /// A provider-data header (`provider_data.strip`).
+    ProviderData,
+    /// A routing header: only the filter sets these.
+    Routing,
+    /// `x-envoy-*`: Envoy's control headers (timeouts, retries).
+    EnvoyControl,
+    /// `cookie` and `proxy-authorization`: never forwarded.
+    AlwaysRemoved,
+    /// The client's own credentials (`client_auth: strip`, or no provider resolved).
+    ClientAuth,
+    /// The provider's `remove_headers` pattern.
+    RemoveHeaders(&'p str),
+    /// A `client_headers.drop` pattern.
+    Drop(&'p str),
+    /// `client_headers.mode: allowlist` and the name is neither essential nor in `forward`.
+    NotAllowlisted,
+}
+
+impl std::fmt::Display for ClientRule<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientRule::ProviderData => write!(f, "provider_data.strip"),
+            ClientRule::Routing => write!(f, "routing header (set only by the filter)"),
+            ClientRule::EnvoyControl => write!(f, "x-envoy-* (Envoy control header)"),
+            ClientRule::AlwaysRemoved => write!(f, "always removed"),
+            ClientRule::ClientAuth => write!(f, "client_auth: strip"),
+            ClientRule::RemoveHeaders(p) => write!(f, "remove_headers {p:?}"),
+            ClientRule::Drop(p) => write!(f, "client_headers.drop {p:?}"),
+            ClientRule::NotAllowlisted => write!(f, "client_headers.mode: allowlist"),
+        }
+    }
+}
+
+/// Names the filter leaves to Envoy: framing, host, the forwarding headers Envoy maintains and
+/// the hop-by-hop headers Envoy's codecs handle.
+fn left_to_envoy(name: &str) -> bool {
+    name.starts_with(':')
+        || name.starts_with("x-forwarded-")
+        || matches!(
+            name,
+            "host"
+                | "content-type"
+                | "content-length"
+                | "transfer-encoding"
+                | "x-request-id"
+                | "connection"
+                | "upgrade"
+                | "te"
+                | "keep-alive"
+                | "proxy-connection"
+                | "trailer"
+                | "expect"
+        )
+}
+
+/// Kept in `allowlist` mode without being listed in `forward` (unless a `drop` pattern matches).
+fn allowlist_essential(name: &str) -> bool {
+    matches!(name, "accept" | "accept-encoding" | "user-agent" | "traceparent" | "tracestate")
+}
+
+/// The rule that removes the client header `name` (lowercase), or `None` to keep it.
+/// `provider` is `None` when no provider was resolved (SPEC §3): only the safety rules apply.
+pub fn removal_rule<'p>(policy: &'p Policy, provider: Option<&'p Provider>, name: &str) -> Option<ClientRule<'p>> {
+    if policy.is_provider_data_header(name) {
+        return policy.strip_provider_data.then_some(ClientRule::ProviderData);
+    }
+    if policy.is_routing_header(name) {
+        return Some(ClientRule::Routing);
+    }
+    if name.starts_with("x-envoy-") {
+        return Some(ClientRule::EnvoyControl);
+    }
+    if name == "cookie" || name == "proxy-authorization" {
+        return Some(ClientRule::AlwaysRemoved);
+    }
+    if left_to_envoy(name) {
+        return None;
+    }
+    let Some(p) = provider else {
+        return is_client_auth(name).then_some(ClientRule::ClientAuth);
+    };
+    if is_client_auth(name) && p.client_auth == ClientAuth::Strip {
+        return Some(ClientRule::ClientAuth);
+    }
+    if let Some(pattern) = first_match(&p.remove_headers, name) {
+        return Some(ClientRule::RemoveHeaders(pattern.as_str()));
+    }
+    if let Some(pattern) = first_match(&p.client_drop, name) {
+        return Some(ClientRule::Drop(pattern.as_str()));
+    }
+    let kept = match p.client_mode {
+        ClientHeaderMode::All => true,
+        // Bring-your-own-key credentials survive the allowlist: `client_auth: forward` asks for them.
+        ClientHeaderMode::Allowlist => {
+            allowlist_essential(name) || is_client_auth(name) || first_match(&p.client_forward, name).is_some()
+        }
+    };
+    (!kept).then_some(ClientRule::NotAllowlisted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::from_json(
+            br#"{"providers":[
+                {"name":"all","models":["a"],"remove_headers":["x-secret"]},
+                {"name":"allow","models":["b"],"client_headers":{"mode":"allowlist","forward":["x-*","anthropic-beta"],"drop":["x-stainless-*","user-agent"]}},
+                {"name":"byok","models":["c"],"client_auth":"forward","client_headers":{"mode":"allowlist"}}
+            ]}"#,
+        )
+        .expect("valid")
+    }
+
+    fn rule<'p>(p: &'p Policy, provider: Option<usize>, name: &str) -> Option<ClientRule<'p>> {
+        removal_rule(p, provider.map(|i| &p.providers[i]), name)
+    }
+
+    #[test]
+    fn safety_rules_apply_in_every_mode_and_without_a_provider() {
+        let p = policy();
+        for provider in [None, Some(0), Some(1), Some(2)] {
+            assert_eq!(rule(&p, provider, "x-llamastack-provider-data"), Some(ClientRule::ProviderData));
+            assert_eq!(rule(&p, provider, "x-ogx-provider-data"), Some(ClientRule::ProviderData));
+            assert_eq!(rule(&p, provider, "x-llm-provider"), Some(ClientRule::Routing));
+            assert_eq!(rule(&p, provider, "x-llm-model"), Some(ClientRule::Routing));
+            assert_eq!(rule(&p, provider, "x-envoy-upstream-rq-timeout-ms"), Some(ClientRule::EnvoyControl));
+            assert_eq!(rule(&p, provider, "cookie"), Some(ClientRule::AlwaysRemoved));
+            assert_eq!(rule(&p, provider, "proxy-authorization"), Some(ClientRule::AlwaysRemoved));
+            for kept in [":path", "host", "content-type", "content-length", "x-forwarded-for", "x-request-id"] {
+                assert_eq!(rule(&p, provider, kept), None, "{kept} {provider:?}");
+            }
+        }
+        assert_eq!(rule(&p, None, "authorization"), Some(ClientRule::ClientAuth));
+        assert_eq!(rule(&p, None, "x-api-key"), Some(ClientRule::ClientAuth));
+        assert_eq!(rule(&p, None, "x-anything"), None);
+    }
+
+    #[test]
+    fn mode_all_keeps_everything_but_drop_and_remove_patterns() {
+        let p = policy();
+        assert_eq!(rule(&p, Some(0), "x-custom"), None);
+        assert_eq!(rule(&p, Some(0), "x-stainless-lang"), Some(ClientRule::Drop("x-stainless-*")));
+        assert_eq!(rule(&p, Some(0), "x-secret"), Some(ClientRule::RemoveHeaders("x-secret")));
+        for auth in ["authorization", "api-key", "x-api-key", "x-goog-api-key", "ocp-apim-subscription-key"] {
+            assert_eq!(rule(&p, Some(0), auth), Some(ClientRule::ClientAuth), "{auth}");
+        }
+    }
+
+    #[test]
+    fn allowlist_keeps_essentials_and_forward_patterns_minus_drop() {
+        let p = policy();
+        assert_eq!(rule(&p, Some(1), "accept"), None);
+        assert_eq!(rule(&p, Some(1), "traceparent"), None);
+        assert_eq!(rule(&p, Some(1), "x-custom"), None);
+        assert_eq!(rule(&p, Some(1), "anthropic-beta"), None);
+        assert_eq!(rule(&p, Some(1), "openai-organization"), Some(ClientRule::NotAllowlisted));
+        assert_eq!(rule(&p, Some(1), "x-stainless-os"), Some(ClientRule::Drop("x-stainless-*")));
+        assert_eq!(rule(&p, Some(1), "user-agent"), Some(ClientRule::Drop("user-agent")));
+        assert_eq!(rule(&p, Some(1), "authorization"), Some(ClientRule::ClientAuth));
+    }
+
+    #[test]
+    fn bring_your_own_key_keeps_client_credentials() {
+        let p = policy();
+        assert_eq!(rule(&p, Some(2), "authorization"), None);
+        assert_eq!(rule(&p, Some(2), "x-api-key"), None);
+        assert_eq!(rule(&p, Some(2), "proxy-authorization"), Some(ClientRule::AlwaysRemoved));
+        assert_eq!(rule(&p, Some(2), "x-custom"), Some(ClientRule::NotAllowlisted));
+    }
+}

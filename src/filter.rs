@@ -1,0 +1,193 @@
+//! The proxy-wasm glue: reads what the host has, hands it to [`crate::flow`], and applies the
+//! [`Decision`]. No rule lives here.
+
+use crate::decision::{Decision, Rewrite};
+use crate::flow::{self, AfterHeaders, BodyRead};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::rejection::{ErrorCode, Rejection};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { ready: None }) });
+}}
+
+struct Root {
+    ready: Option<Rc<(Policy, Metrics)>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        follow_host_log_level();
+        let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(e) => {
+                log::error!("cannot read the plugin configuration: {e:?}");
+                return false;
+            }
+        };
+        match Policy::from_json(&config) {
+            Ok(policy) => {
+                log::info!(
+                    "configured {} provider(s): {}",
+                    policy.providers.len(),
+                    policy.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                let metrics = Metrics::define(&policy);
+                self.ready = Some(Rc::new((policy, metrics)));
+                true
+            }
+            Err(errors) => {
+                log::error!("invalid plugin configuration, refusing to start: {errors}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Filter { ready: self.ready.clone(), headers: Vec::new(), body: None }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Envoy's `wasm` log level decides what is logged; nothing below it is even formatted.
+fn follow_host_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    }
+}
+
+struct Filter {
+    ready: Option<Rc<(Policy, Metrics)>>,
+    /// Kept while the body is read: the decision needs them at the end.
+    headers: Vec<(String, Vec<u8>)>,
+    body: Option<BodyRead>,
+}
+
+impl Context for Filter {}
+
+impl HttpContext for Filter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(ready) = self.ready.clone() else {
+            return reject(None, internal("the filter is not configured"));
+        };
+        let (policy, metrics) = (&ready.0, &ready.1);
+        metrics.request();
+        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(h) => h,
+            Err(_) => return reject(Some(metrics), internal("cannot read the request headers")),
+        };
+        match flow::on_request_headers(policy, &headers, end_of_stream) {
+            AfterHeaders::Decided(decision) => apply(policy, metrics, decision),
+            AfterHeaders::ReadBody(read) => {
+                self.headers = headers;
+                self.body = Some(read);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(ready), Some(read)) = (self.ready.clone(), self.body.as_mut()) else {
+            return Action::Continue;
+        };
+        let (policy, metrics) = (&ready.0, &ready.1);
+        // Envoy buffers the body while we pause; `body_size` is all of it so far. Read only the
+        // part not seen yet.
+        let seen = read.received();
+        if body_size > seen {
+            match hostcalls::get_buffer(BufferType::HttpRequestBody, seen, body_size - seen) {
+                Ok(chunk) => {
+                    if let Some(rejection) = read.on_chunk(policy, &chunk.unwrap_or_default()) {
+                        self.body = None;
+                        return reject(Some(metrics), rejection);
+                    }
+                }
+                Err(_) => {
+                    self.body = None;
+                    return reject(Some(metrics), internal("cannot read the request body"));
+                }
+            }
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.finish_body(policy, metrics)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.ready.clone() {
+            Some(ready) if self.body.is_some() => self.finish_body(&ready.0, &ready.1),
+            _ => Action::Continue,
+        }
+    }
+}
+
+impl Filter {
+    fn finish_body(&mut self, policy: &Policy, metrics: &Metrics) -> Action {
+        let Some(read) = self.body.take() else { return Action::Continue };
+        let headers = std::mem::take(&mut self.headers);
+        let decision = read.on_end(policy, &headers);
+        apply(policy, metrics, decision)
+    }
+}
+
+fn internal(what: &str) -> Rejection {
+    Rejection::new(ErrorCode::InternalError, format!("{what}"))
+}
+
+fn apply(policy: &Policy, metrics: &Metrics, decision: Decision) -> Action {
+    match decision {
+        Decision::Reject(rejection) => reject(Some(metrics), rejection),
+        Decision::Forward(rewrite) => {
+            rewrite_headers(&rewrite);
+            metrics.forwarded(policy, &rewrite);
+            if log::log_enabled!(log::Level::Debug) {
+                log::debug!("{}", rewrite.summary());
+            }
+            Action::Continue
+        }
+    }
+}
+
+fn rewrite_headers(rewrite: &Rewrite) {
+    for removal in &rewrite.remove {
+        if hostcalls::remove_map_value(MapType::HttpRequestHeaders, &removal.name).is_err() {
+            log::warn!("could not remove header {:?}", removal.name);
+        }
+    }
+    for set in &rewrite.set {
+        if hostcalls::set_map_value(MapType::HttpRequestHeaders, &set.name, Some(&set.value)).is_err() {
+            log::warn!("could not set header {:?}", set.name);
+        }
+    }
+    if !rewrite.remove.is_empty() || !rewrite.set.is_empty() {
+        // Routes were matched on the old headers; let Envoy match again. Hosts without this
+        // function still get the rewritten headers, so an error is only logged.
+        if let Err(e) = hostcalls::call_foreign_function("clear_route_cache", None) {
+            log::debug!("clear_route_cache unavailable: {e:?}");
+        }
+    }
+}
+
+fn reject(metrics: Option<&Metrics>, rejection: Rejection) -> Action {
+    if let Some(m) = metrics {
+        m.rejected(rejection.code);
+    }
+    log::debug!("rejected with {} ({}): {}", rejection.status(), rejection.code.as_str(), rejection.message);
+    let body = rejection.body();
+    let headers = vec![("content-type", "application/json"), ("x-llm-header-forward-error", rejection.code.as_str())];
+    if hostcalls::send_http_response(rejection.status(), headers, Some(body.as_bytes())).is_err() {
+        log::error!("could not send the {} reply", rejection.code.as_str());
+    }
+    Action::Pause
+}

@@ -1,0 +1,128 @@
+//! The life of one request, as the host drives it: headers, then (maybe) body chunks, then the end
+//! of the body. Pure Rust, so tests feed it exactly what Envoy feeds the filter. The glue in
+//! `filter` only moves bytes in and applies the [`Decision`] that comes out.
+
+use crate::decision::{BodyModel, Decision, Headers, Request, decide};
+use crate::model_scan::{MAX_MODEL_BYTES, ModelScanner, ScanError};
+use crate::policy::Policy;
+use crate::rejection::{ErrorCode, Rejection};
+
+/// What the filter does after the request headers.
+#[derive(Debug)]
+pub enum AfterHeaders<'p> {
+    /// Decided without the body.
+    Decided(Decision<'p>),
+    /// Hold the request and feed the body to [`BodyRead`].
+    ReadBody(BodyRead),
+}
+
+/// Reading a JSON body: each chunk is scanned once as it arrives and never kept.
+#[derive(Debug, Default)]
+pub struct BodyRead {
+    scanner: ModelScanner,
+    received: usize,
+}
+
+/// Called with the request headers; `end_of_stream` means there is no body.
+pub fn on_request_headers<'p>(policy: &'p Policy, headers: &Headers, end_of_stream: bool) -> AfterHeaders<'p> {
+    let not_read = || AfterHeaders::Decided(decide(policy, &Request { headers, body: BodyModel::NotRead }));
+    if end_of_stream || !policy.needs_model() || !header(headers, "content-type").is_some_and(is_json) {
+        return not_read();
+    }
+    match header(headers, "content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok()) {
+        Some(0) => return not_read(),
+        Some(n) if n > policy.body_max_bytes as u64 => {
+            return AfterHeaders::Decided(Decision::Reject(too_large(policy)));
+        }
+        _ => {}
+    }
+    if let Some(encoding) = header(headers, "content-encoding") {
+        if !encoding.trim_ascii().eq_ignore_ascii_case(b"identity") {
+            return AfterHeaders::Decided(Decision::Reject(Rejection::new(
+                ErrorCode::UnsupportedContentEncoding,
+                "Compressed request bodies are not supported: the model must be read from the body",
+            )));
+        }
+    }
+    AfterHeaders::ReadBody(BodyRead::default())
+}
+
+impl BodyRead {
+    /// Scans the next chunk. `Some` is a rejection known before the body ends.
+    pub fn on_chunk(&mut self, policy: &Policy, chunk: &[u8]) -> Option<Rejection> {
+        self.received += chunk.len();
+        if self.received > policy.body_max_bytes {
+            return Some(too_large(policy));
+        }
+        self.scanner.feed(chunk).err().map(scan_rejection)
+    }
+
+    /// The body is complete: decide. An empty body counts as no body.
+    pub fn on_end<'p>(self, policy: &'p Policy, headers: &Headers) -> Decision<'p> {
+        let body = if self.received == 0 {
+            BodyModel::NotRead
+        } else {
+            match self.scanner.finish() {
+                Ok(Some(model)) => BodyModel::Model(model),
+                Ok(None) => BodyModel::Absent,
+                Err(e) => return Decision::Reject(scan_rejection(e)),
+            }
+        };
+        decide(policy, &Request { headers, body })
+    }
+
+    pub fn received(&self) -> usize {
+        self.received
+    }
+}
+
+fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h [u8]> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+}
+
+/// `application/json`, `application/*+json` (any parameters, any case).
+fn is_json(content_type: &[u8]) -> bool {
+    let media = content_type.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    let media = media.to_ascii_lowercase();
+    let Some(slash) = media.iter().position(|&b| b == b'/') else { return false };
+    let subtype = &media[slash + 1..];
+    subtype == b"json" || subtype.ends_with(b"+json")
+}
+
+fn too_large(policy: &Policy) -> Rejection {
+    Rejection::new(
+        ErrorCode::RequestTooLarge,
+        format!("The request body is larger than {} bytes", policy.body_max_bytes),
+    )
+}
+
+fn scan_rejection(e: ScanError) -> Rejection {
+    match e {
+        ScanError::Malformed { offset } => Rejection::new(
+            ErrorCode::InvalidJson,
+            format!("The request body is not valid JSON (at byte {offset})"),
+        ),
+        ScanError::DuplicateModel => {
+            Rejection::new(ErrorCode::DuplicateModel, "The request body has more than one top-level \"model\"")
+        }
+        ScanError::ModelNotString => Rejection::new(ErrorCode::InvalidModel, "\"model\" must be a string"),
+        ScanError::ModelTooLong => {
+            Rejection::new(ErrorCode::InvalidModel, format!("\"model\" is longer than {MAX_MODEL_BYTES} bytes"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        for ct in ["application/json", "Application/JSON; charset=utf-8", " application/vnd.api+json "] {
+            assert!(is_json(ct.as_bytes()), "{ct}");
+        }
+        for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "json", ""] {
+            assert!(!is_json(ct.as_bytes()), "{ct}");
+        }
+    }
+}
