@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 
 def make_handler(backend_name):
@@ -60,6 +61,10 @@ def make_handler(backend_name):
 
         def handle_any(self):
             body = self.read_body()
+            # `?delay_ms=N` makes the backend slow, to show that client timeout headers are ignored.
+            query = parse_qs(urlsplit(self.path).query)
+            if "delay_ms" in query:
+                time.sleep(int(query["delay_ms"][0]) / 1000)
             model = None
             try:
                 parsed = json.loads(body) if body else None

@@ -177,9 +177,22 @@ pub enum ClientAuth {
 
 /// Parses the plugin configuration, returning every problem found (not just the first).
 pub fn parse(bytes: &[u8]) -> Result<PluginConfig, Vec<String>> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| vec![format!("invalid JSON: {e}")])?;
+    match parse_partial(bytes) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Parses as much as possible: fields that fail take their defaults and providers that fail are
+/// left out, so later checks can still find the problems in the rest. `None` when the document is
+/// not a JSON object at all.
+pub fn parse_partial(bytes: &[u8]) -> (Option<PluginConfig>, Vec<String>) {
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return (None, vec![format!("invalid JSON: {e}")]),
+    };
     let Value::Object(root) = value else {
-        return Err(vec!["configuration must be a JSON object".into()]);
+        return (None, vec!["configuration must be a JSON object".into()]);
     };
     let mut errors = Vec::new();
     let mut top = Fields::new(&root, "", &mut errors);
@@ -197,17 +210,15 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, Vec<String>> {
             providers.push(p);
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(PluginConfig {
+    let config = PluginConfig {
         provider_data: provider_data.unwrap_or_default(),
         body: body.unwrap_or_default(),
         routing: routing.unwrap_or_default(),
         on_invalid: on_invalid.unwrap_or_default(),
         blocked_headers: blocked_headers.unwrap_or_default(),
         providers,
-    })
+    };
+    (Some(config), errors)
 }
 
 fn parse_provider(raw: &Value, path: &str, errors: &mut Vec<String>) -> Option<ProviderConfig> {

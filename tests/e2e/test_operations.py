@@ -1,0 +1,72 @@
+"""What an operator sees: refused configs, counters, logs without secrets."""
+
+import json
+
+import httpx
+
+from harness import Gateway, run_envoy_expecting_failure, shipped_plugin_config, upstream
+
+
+def test_envoy_refuses_a_bad_plugin_config_and_names_every_problem(backends):
+    bad = {
+        "routing": {"unknown_model": "nobody"},
+        "bogus_field": 1,
+        "providers": [
+            {"name": "vllm", "models": [""], "forward_headers": {"__reserved": "x-a", "t": "Host"}},
+            {"name": "vllm", "models": ["gpt-*"], "set_headers": {"x-ok": "a\r\nb"}},
+        ],
+    }
+    failure = run_envoy_expecting_failure(backends, bad)
+    lines = [l for l in failure.splitlines() if "invalid plugin configuration" in l]
+    assert lines, failure
+    line = lines[0]
+    for problem in ["bogus_field: unknown field", "unknown_model", "empty model pattern", "reserved",
+                    "\"host\" is on the core blocklist", "duplicate provider name", "value has CR"]:
+        assert problem in line, f"{problem!r} missing from: {line}"
+
+
+def test_envoy_refuses_non_json_plugin_config(backends):
+    failure = run_envoy_expecting_failure(backends, "{not json")
+    assert "invalid JSON" in failure
+
+
+def test_shipped_plugin_config_is_valid_and_matches_routes():
+    cfg = shipped_plugin_config()
+    assert [p["name"] for p in cfg["providers"]] == ["vllm", "openai", "anthropic"]
+
+
+def test_counters_in_stats_and_prometheus(backends):
+    gw = Gateway(backends)
+    try:
+        upstream(gw.chat("llama-3-8b", provider_data={"vllm_api_token": "k", "vllm_extra_headers": {"x-no": "1"}}))
+        upstream(gw.chat("gpt-4o"))
+        assert gw.chat("unknown-model").status_code == 404
+        assert gw.chat("llama-3-8b", provider_data="nope").status_code == 400
+        stats = gw.stats()
+        p = "wasmcustom.llm_header_forward."
+        assert stats[p + "requests"] == 4
+        assert stats[p + "provider.vllm.requests"] == 1
+        assert stats[p + "provider.openai.requests"] == 1
+        assert stats[p + "provider.anthropic.requests"] == 0
+        assert stats[p + "headers_forwarded"] == 1
+        assert stats[p + "headers_dropped.not_allowed"] == 1
+        assert stats[p + "rejected.model_not_found"] == 1
+        assert stats[p + "rejected.invalid_provider_data"] == 1
+        prom = httpx.get(gw.admin + "/stats/prometheus", trust_env=False).text
+        assert 'provider="vllm"' in prom
+        assert 'code="model_not_found"' in prom
+        assert 'reason="not_allowed"' in prom
+    finally:
+        gw.stop()
+
+
+def test_logs_name_headers_but_never_values(gateway):
+    secret = "sk-very-secret-4711"
+    upstream(gateway.chat("llama-3-8b", provider_data={"vllm_api_token": secret, "vllm_extra_headers": {"x-maas-tier": secret + "-tier"}},
+                          headers={"cookie": secret, "authorization": "Bearer " + secret}))
+    gateway.chat("llama-3-8b", provider_data={"vllm_extra_headers": {"x-forwarded-for": secret}})
+    gateway.chat("llama-3-8b", provider_data={"vllm_api_token": secret + "\r\n", "tenant_id": "last-request"})
+    log = gateway.wait_for_log("invalid_header_value")
+    assert "x-maas-tier" in log, "debug logs name the headers"
+    assert "x-forwarded-for" in log
+    assert secret not in log

@@ -1,0 +1,117 @@
+"""Bad requests get an OpenAI-shaped error with a stable code, and never an echo of a header value."""
+
+import gzip
+import json
+
+import pytest
+
+from harness import error_code
+
+
+def rejected(resp, status, code):
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert err["code"] == code, err
+    assert err["type"] == "invalid_request_error"
+    assert err["param"] is None
+    assert resp.headers["content-type"] == "application/json"
+    return err["message"]
+
+
+@pytest.mark.parametrize("name", ["X-Forwarded-For", "HOST", "Cookie", "x-ENVOY-original-path", "Transfer-Encoding",
+                                  "X-LLM-Provider", "x-ogx-provider-data", "Authorization", "X-Internal-Debug", ":authority"])
+def test_blocked_names_in_provider_data_are_rejected(gateway, name):
+    data = {"vllm_extra_headers": {name: "sneaky-value"}}
+    msg = rejected(gateway.chat("llama-3-8b", provider_data=data), 400, "blocked_header")
+    assert name.lower() in msg
+    assert "sneaky-value" not in msg
+
+
+def test_header_value_with_crlf_or_nul(gateway):
+    for value in ["a\r\nx-injected: 1", "a\u0000b", "a\nb", "\u001b[31m"]:
+        msg = rejected(gateway.chat("llama-3-8b", provider_data={"vllm_api_token": value}), 400, "invalid_header_value")
+        assert "authorization" in msg and value not in msg
+
+
+def test_header_value_over_8192_bytes(gateway):
+    ok = gateway.chat("llama-3-8b", provider_data={"tenant_id": "t" * 8192})
+    assert ok.status_code == 200
+    msg = rejected(gateway.chat("llama-3-8b", provider_data={"tenant_id": "t" * 8193}), 400, "header_value_too_long")
+    assert "x-tenant-id" in msg
+
+
+def test_65_extra_headers(gateway):
+    extra = {f"x-maas-{i:02d}": "v" for i in range(64)}
+    assert gateway.chat("llama-3-8b", provider_data={"vllm_extra_headers": extra}).status_code == 200
+    extra["x-maas-64"] = "v"
+    rejected(gateway.chat("llama-3-8b", provider_data={"vllm_extra_headers": extra}), 400, "too_many_headers")
+
+
+def test_invalid_header_name_and_wrong_type(gateway):
+    rejected(gateway.chat("llama-3-8b", provider_data={"vllm_extra_headers": {"x-maas bad": "v"}}), 400, "invalid_header_name")
+    rejected(gateway.chat("llama-3-8b", provider_data={"tenant_id": {"nested": 1}}), 400, "invalid_provider_data")
+
+
+@pytest.mark.parametrize("raw", ["not json", "{\"a\":", "[1,2]", "\"string\"", "42", "{\"a\":" * 20 + "1" + "}" * 20])
+def test_provider_data_not_json_not_an_object_or_too_deep(gateway, raw):
+    msg = rejected(gateway.chat("llama-3-8b", provider_data=raw), 400, "invalid_provider_data")
+    assert raw not in msg or len(raw) < 3
+
+
+def test_provider_data_too_large(gateway):
+    raw = json.dumps({"vllm_api_token": "k", "pad": "p" * 16400})
+    rejected(gateway.chat("llama-3-8b", provider_data=raw), 431, "provider_data_too_large")
+
+
+def test_two_provider_data_headers(gateway):
+    headers = {"x-ogx-provider-data": json.dumps({"vllm_api_token": "b"})}
+    rejected(gateway.chat("llama-3-8b", provider_data={"vllm_api_token": "a"}, headers=headers), 400, "conflicting_provider_data")
+
+
+def test_duplicate_model(gateway):
+    rejected(gateway.chat(body='{"model":"llama-3-8b","messages":[],"model":"gpt-4o"}'), 400, "duplicate_model")
+    rejected(gateway.chat(body='{"model":"llama-3-8b","m\\u006fdel":"gpt-4o"}'), 400, "duplicate_model")
+
+
+@pytest.mark.parametrize("model", ["1", "null", "[\"gpt-4o\"]", "{\"name\":\"gpt-4o\"}", "true"])
+def test_model_must_be_a_string(gateway, model):
+    rejected(gateway.chat(body=f'{{"model":{model},"messages":[]}}'), 400, "invalid_model")
+
+
+def test_model_with_control_character(gateway):
+    rejected(gateway.chat(body='{"model":"llama-3\\r\\nx-evil: 1"}'), 400, "invalid_model")
+
+
+@pytest.mark.parametrize("body", ['{"model":"llama-3-8b"', '{"model":"llama-3-8b",}', "{'model':'x'}", '{"model":"a"} trailing'])
+def test_malformed_json(gateway, body):
+    rejected(gateway.chat(body=body), 400, "invalid_json")
+
+
+def test_body_over_max_bytes_by_content_length(lab):
+    body = json.dumps({"model": "llama-3-8b", "pad": "p" * 5000})
+    rejected(lab.chat(body=body), 413, "request_too_large")
+
+
+def test_body_over_max_bytes_chunked(lab):
+    def pieces():
+        yield b'{"model":"llama-3-8b","pad":"'
+        for _ in range(10):
+            yield b"p" * 1000
+        yield b'"}'
+
+    r = lab.client.post("/v1/chat/completions", content=pieces(), headers={"content-type": "application/json"})
+    rejected(r, 413, "request_too_large")
+
+
+def test_gzip_body(gateway):
+    body = gzip.compress(json.dumps({"model": "llama-3-8b"}).encode())
+    r = gateway.chat(body=body, headers={"content-encoding": "gzip"})
+    rejected(r, 415, "unsupported_content_encoding")
+
+
+def test_error_reply_never_echoes_values(gateway):
+    secret = "sk-live-do-not-echo"
+    for data in [{"vllm_extra_headers": {"cookie": secret}}, {"vllm_api_token": secret + "\n"}]:
+        r = gateway.chat("llama-3-8b", provider_data=data)
+        assert r.status_code == 400
+        assert secret not in r.text
