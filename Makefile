@@ -13,7 +13,7 @@ SOURCES   := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 export NO_PROXY := 127.0.0.1,localhost
 export no_proxy := 127.0.0.1,localhost
 
-.PHONY: all build test unit e2e run run-func-e setup clean
+.PHONY: all build test lint unit e2e run run-func-e setup clean
 
 all: build
 
@@ -36,10 +36,17 @@ setup: $(VENV)/.ready
 unit:
 	cargo test
 
+# The filter path may not unwrap or panic (a panic kills the VM): clippy enforces it, natively and
+# for the wasm build.
+lint: $(WASM)
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --release --target wasm32-unknown-unknown -- -D warnings
+
 e2e: build setup
 	ENVOY=$(ENVOY) $(VPY) -m pytest tests/e2e -q
 
-test: unit e2e
+test: lint unit e2e
 
 # Builds, starts the mock LLM backends and Envoy with envoy/envoy.yaml, prints a curl to try.
 run: build setup

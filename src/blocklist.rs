@@ -30,14 +30,8 @@ pub const CORE_PREFIXES: &[&str] = &["x-forwarded-", "x-envoy-"];
 
 /// Headers that carry the client's own credentials (LiteLLM's list). `client_auth: strip` removes
 /// them; provider data can set `authorization` only through an explicit `forward_headers` mapping.
-pub const CLIENT_AUTH_NAMES: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "api-key",
-    "x-api-key",
-    "x-goog-api-key",
-    "ocp-apim-subscription-key",
-];
+pub const CLIENT_AUTH_NAMES: &[&str] =
+    &["authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "ocp-apim-subscription-key"];
 
 pub fn is_client_auth(name: &str) -> bool {
     CLIENT_AUTH_NAMES.contains(&name)

@@ -11,8 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-pub const DEFAULT_PROVIDER_DATA_HEADERS: [&str; 2] =
-    ["x-llamastack-provider-data", "x-ogx-provider-data"];
+pub const DEFAULT_PROVIDER_DATA_HEADERS: [&str; 2] = ["x-llamastack-provider-data", "x-ogx-provider-data"];
 pub const DEFAULT_PROVIDER_DATA_MAX_BYTES: usize = 16 * 1024;
 pub const DEFAULT_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
 
@@ -117,12 +116,10 @@ impl<'de> Deserialize<'de> for ForwardTarget {
         use serde::de::Error;
         match Value::deserialize(d)? {
             Value::String(name) => Ok(ForwardTarget::Name(name)),
-            spec @ Value::Object(_) => ForwardTargetSpec::deserialize(spec)
-                .map(ForwardTarget::WithPrefix)
-                .map_err(D::Error::custom),
-            _ => Err(D::Error::custom(
-                "expected a header name or an object {\"header\": ..., \"prefix\": ...}",
-            )),
+            spec @ Value::Object(_) => {
+                ForwardTargetSpec::deserialize(spec).map(ForwardTarget::WithPrefix).map_err(D::Error::custom)
+            }
+            _ => Err(D::Error::custom("expected a header name or an object {\"header\": ..., \"prefix\": ...}")),
         }
     }
 }
@@ -152,11 +149,7 @@ pub struct ClientHeadersConfig {
 
 impl Default for ClientHeadersConfig {
     fn default() -> Self {
-        ClientHeadersConfig {
-            mode: ClientHeaderMode::All,
-            forward: Vec::new(),
-            drop: vec!["x-stainless-*".into()],
-        }
+        ClientHeadersConfig { mode: ClientHeaderMode::All, forward: Vec::new(), drop: vec!["x-stainless-*".into()] }
     }
 }
 

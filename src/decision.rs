@@ -91,7 +91,8 @@ impl Rewrite<'_> {
     /// One line for logs: names and rules, never values.
     pub fn summary(&self) -> String {
         use std::fmt::Write;
-        let mut s = format!("provider={} model={:?}", self.provider.unwrap_or("-"), self.model.as_deref().unwrap_or("-"));
+        let mut s =
+            format!("provider={} model={:?}", self.provider.unwrap_or("-"), self.model.as_deref().unwrap_or("-"));
         for r in &self.remove {
             let _ = write!(s, " -{:?}({})", r.name, r.rule);
         }
@@ -227,9 +228,10 @@ fn provider_data_rejection(header: &str, e: ProviderDataError, policy: &Policy) 
         ProviderDataError::NotJson => {
             Rejection::new(ErrorCode::InvalidProviderData, format!("The provider-data header {h} is not valid JSON"))
         }
-        ProviderDataError::NotAnObject => {
-            Rejection::new(ErrorCode::InvalidProviderData, format!("The provider-data header {h} must be a JSON object"))
-        }
+        ProviderDataError::NotAnObject => Rejection::new(
+            ErrorCode::InvalidProviderData,
+            format!("The provider-data header {h} must be a JSON object"),
+        ),
         ProviderDataError::TooDeep => Rejection::new(
             ErrorCode::InvalidProviderData,
             format!("The provider-data header {h} is nested deeper than {} levels", provider_data::MAX_DEPTH),
@@ -263,10 +265,9 @@ pub fn entry_rejection(d: &Dropped) -> Rejection {
             ErrorCode::InvalidProviderData,
             format!("Provider data {from}: expected a string, number or boolean for {name}"),
         ),
-        DropReason::Invalid(Invalid::TooMany) => (
-            ErrorCode::TooManyHeaders,
-            format!("Provider data adds more than {} headers", forwarding::MAX_FORWARDED),
-        ),
+        DropReason::Invalid(Invalid::TooMany) => {
+            (ErrorCode::TooManyHeaders, format!("Provider data adds more than {} headers", forwarding::MAX_FORWARDED))
+        }
         DropReason::NotAllowed | DropReason::Duplicate | DropReason::Overridden | DropReason::Removed(_) => {
             (ErrorCode::InvalidProviderData, format!("Provider data {from}: header {name} was not forwarded"))
         }

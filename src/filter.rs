@@ -142,7 +142,7 @@ impl Filter {
 }
 
 fn internal(what: &str) -> Rejection {
-    Rejection::new(ErrorCode::InternalError, format!("{what}"))
+    Rejection::new(ErrorCode::InternalError, what.to_string())
 }
 
 fn apply(policy: &Policy, metrics: &Metrics, decision: Decision) -> Action {

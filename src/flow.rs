@@ -36,13 +36,13 @@ pub fn on_request_headers<'p>(policy: &'p Policy, headers: &Headers, end_of_stre
         }
         _ => {}
     }
-    if let Some(encoding) = header(headers, "content-encoding") {
-        if !encoding.trim_ascii().eq_ignore_ascii_case(b"identity") {
-            return AfterHeaders::Decided(Decision::Reject(Rejection::new(
-                ErrorCode::UnsupportedContentEncoding,
-                "Compressed request bodies are not supported: the model must be read from the body",
-            )));
-        }
+    if let Some(encoding) = header(headers, "content-encoding")
+        && !encoding.trim_ascii().eq_ignore_ascii_case(b"identity")
+    {
+        return AfterHeaders::Decided(Decision::Reject(Rejection::new(
+            ErrorCode::UnsupportedContentEncoding,
+            "Compressed request bodies are not supported: the model must be read from the body",
+        )));
     }
     AfterHeaders::ReadBody(BodyRead::default())
 }
@@ -98,10 +98,9 @@ fn too_large(policy: &Policy) -> Rejection {
 
 fn scan_rejection(e: ScanError) -> Rejection {
     match e {
-        ScanError::Malformed { offset } => Rejection::new(
-            ErrorCode::InvalidJson,
-            format!("The request body is not valid JSON (at byte {offset})"),
-        ),
+        ScanError::Malformed { offset } => {
+            Rejection::new(ErrorCode::InvalidJson, format!("The request body is not valid JSON (at byte {offset})"))
+        }
         ScanError::DuplicateModel => {
             Rejection::new(ErrorCode::DuplicateModel, "The request body has more than one top-level \"model\"")
         }

@@ -107,7 +107,11 @@ pub struct Forwarding<'p> {
 
 /// Applies `provider`'s rules to `data`. With `on_invalid: reject` the first invalid entry is
 /// returned as `Err`; with `drop` it is recorded in `dropped` and the rest go on.
-pub fn forward<'p>(policy: &'p Policy, provider: &'p Provider, data: &ProviderData) -> Result<Forwarding<'p>, Dropped<'p>> {
+pub fn forward<'p>(
+    policy: &'p Policy,
+    provider: &'p Provider,
+    data: &ProviderData,
+) -> Result<Forwarding<'p>, Dropped<'p>> {
     let mut f = Forwarder { policy, provider, out: Forwarding::default() };
     for rule in &provider.forward_headers {
         let Some(v) = data.get(&rule.key).filter(|v| !v.is_null()) else { continue };
@@ -246,7 +250,10 @@ mod tests {
         assert_eq!(names(&f), [("authorization".into(), "Bearer sk-1".into())]);
         let f = run(&p, 0, r#"{"tenant_id":7,"n":true}"#).expect("ok");
         assert_eq!(names(&f), [("x-n".into(), "true".into()), ("x-tenant-id".into(), "7".into())]);
-        assert_eq!(run(&p, 0, r#"{"tenant_id":{"a":1}}"#).expect_err("object").reason, DropReason::Invalid(Invalid::Type));
+        assert_eq!(
+            run(&p, 0, r#"{"tenant_id":{"a":1}}"#).expect_err("object").reason,
+            DropReason::Invalid(Invalid::Type)
+        );
         assert_eq!(run(&p, 0, r#"{"tenant_id":["a"]}"#).expect_err("array").reason, DropReason::Invalid(Invalid::Type));
     }
 
@@ -324,8 +331,12 @@ mod tests {
     #[test]
     fn precedence_forward_headers_over_extra_and_set_headers_over_both() {
         let p = policy("reject");
-        let f = run(&p, 0, r#"{"tenant_id":"from-key","vllm_extra_headers":{"x-tenant-id":"from-extra","x-gw":"client","x-rm":"r"}}"#)
-            .expect("ok");
+        let f = run(
+            &p,
+            0,
+            r#"{"tenant_id":"from-key","vllm_extra_headers":{"x-tenant-id":"from-extra","x-gw":"client","x-rm":"r"}}"#,
+        )
+        .expect("ok");
         assert_eq!(names(&f), [("x-tenant-id".into(), "from-key".into())]);
         assert_eq!(
             reasons(&f),

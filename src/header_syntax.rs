@@ -55,9 +55,7 @@ impl Pattern {
         let kind = match text.find(['*', '?']) {
             None => Kind::Exact,
             Some(_) if text == "*" => Kind::Any,
-            Some(i) if i == text.len() - 1 && text.ends_with('*') => {
-                Kind::Prefix(text[..i].to_string())
-            }
+            Some(i) if i == text.len() - 1 && text.ends_with('*') => Kind::Prefix(text[..i].to_string()),
             Some(_) => Kind::Glob(WildMatch::new(text)),
         };
         Pattern { text: text.to_string(), kind }

@@ -4,14 +4,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod blocklist;
-pub mod config;
-pub mod header_syntax;
-pub mod model_scan;
-pub mod policy;
 pub mod client_headers;
+pub mod config;
 pub mod decision;
 pub mod flow;
 pub mod forwarding;
+pub mod header_syntax;
+pub mod model_scan;
+pub mod policy;
 pub mod provider_data;
 pub mod rejection;
 

@@ -33,10 +33,10 @@ fn counter(name: String) -> Option<u32> {
 }
 
 fn bump(id: Option<u32>, by: i64) {
-    if let Some(id) = id {
-        if by > 0 {
-            let _ = increment_metric(id, by);
-        }
+    if let Some(id) = id
+        && by > 0
+    {
+        let _ = increment_metric(id, by);
     }
 }
 

@@ -13,7 +13,9 @@ pub const MAX_MODEL_BYTES: usize = crate::header_syntax::MAX_VALUE_BYTES;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanError {
     /// Not valid JSON; `offset` is the byte where that became certain.
-    Malformed { offset: usize },
+    Malformed {
+        offset: usize,
+    },
     DuplicateModel,
     ModelNotString,
     ModelTooLong,
@@ -37,7 +39,10 @@ enum State {
     End,
     Str,
     Num(Num),
-    Literal { word: &'static [u8], matched: u8 },
+    Literal {
+        word: &'static [u8],
+        matched: u8,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +80,18 @@ enum Escape {
     /// After `\`.
     Backslash,
     /// Inside `\uXXXX`; `high` is a pending high surrogate.
-    Hex { digits: u8, code: u32, high: Option<u32> },
+    Hex {
+        digits: u8,
+        code: u32,
+        high: Option<u32>,
+    },
     /// After a high surrogate: `\u` of the low surrogate must follow.
-    LowBackslash { high: u32 },
-    LowU { high: u32 },
+    LowBackslash {
+        high: u32,
+    },
+    LowU {
+        high: u32,
+    },
 }
 
 /// Length of `"model"`, the only key that is decoded in full.
@@ -156,10 +169,11 @@ impl ModelScanner {
     /// Ends the document: `Ok(Some(model))`, `Ok(None)` when there is no top-level `model`
     /// (including a top-level value that is not an object), or the error.
     pub fn finish(mut self) -> Result<Option<String>, ScanError> {
-        if let State::Num(n) = self.state {
-            if n.is_complete() && self.depth == 0 {
-                self.state = State::End;
-            }
+        if let State::Num(n) = self.state
+            && n.is_complete()
+            && self.depth == 0
+        {
+            self.state = State::End;
         }
         if self.state != State::End {
             return Err(ScanError::Malformed { offset: self.consumed });
@@ -532,7 +546,7 @@ fn skip_plain(s: &[u8], mut i: usize) -> usize {
         i += 8;
     }
     while let Some(&b) = s.get(i) {
-        if b == b'"' || b == b'\\' || b < 0x20 || b >= 0x80 {
+        if b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b) {
             break;
         }
         i += 1;
@@ -577,7 +591,10 @@ mod tests {
 
     #[test]
     fn finds_the_model() {
-        assert_eq!(scan(r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"hi"}]}"#), Ok(Some("llama-3-8b".into())));
+        assert_eq!(
+            scan(r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"hi"}]}"#),
+            Ok(Some("llama-3-8b".into()))
+        );
         assert_eq!(scan(r#" { "messages" : [ ] , "model" : "gpt-4o" } "#), Ok(Some("gpt-4o".into())));
         assert_eq!(scan(r#"{"messages":[{"model":"nested"}],"stream":true}"#), Ok(None));
         assert_eq!(scan(r#"{}"#), Ok(None));
@@ -603,7 +620,9 @@ mod tests {
 
     #[test]
     fn model_must_be_a_string() {
-        for body in [r#"{"model":1}"#, r#"{"model":null}"#, r#"{"model":["a"]}"#, r#"{"model":{"a":1}}"#, r#"{"model":true}"#] {
+        for body in
+            [r#"{"model":1}"#, r#"{"model":null}"#, r#"{"model":["a"]}"#, r#"{"model":{"a":1}}"#, r#"{"model":true}"#]
+        {
             assert_eq!(scan(body), Err(ScanError::ModelNotString), "{body}");
         }
     }
@@ -617,12 +636,52 @@ mod tests {
     }
 
     const MALFORMED: &[&str] = &[
-        "", " ", "{", "}", "{]", "[}", "{\"model\":\"a\"", "{\"model\" \"a\"}", "{\"model\":}",
-        "{\"a\":1,}", "[1,]", "[,1]", "{,}", "{\"a\"}", "{1:2}", "01", "-", "1.", ".5", "1e", "1e+",
-        "+1", "-01", "tru", "truex", "nul", "NaN", "Infinity", "{\"a\":1}x", "{} {}", "\"abc",
-        "\"a\nb\"", "\"\\x\"", "\"\\u12\"", "\"\\u12g4\"", "\"\\ud800\"", "\"\\ud800x\"",
-        "\"\\ud800\\u0041\"", "\"\\udc00\"", "\u{feff}{}", "{\"a\":[1 2]}", "[1]]", "{\"a\":1}}",
-        "'a'", "{\"a\":'b'}", "[\"\t\"]",
+        "",
+        " ",
+        "{",
+        "}",
+        "{]",
+        "[}",
+        "{\"model\":\"a\"",
+        "{\"model\" \"a\"}",
+        "{\"model\":}",
+        "{\"a\":1,}",
+        "[1,]",
+        "[,1]",
+        "{,}",
+        "{\"a\"}",
+        "{1:2}",
+        "01",
+        "-",
+        "1.",
+        ".5",
+        "1e",
+        "1e+",
+        "+1",
+        "-01",
+        "tru",
+        "truex",
+        "nul",
+        "NaN",
+        "Infinity",
+        "{\"a\":1}x",
+        "{} {}",
+        "\"abc",
+        "\"a\nb\"",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "\"\\u12g4\"",
+        "\"\\ud800\"",
+        "\"\\ud800x\"",
+        "\"\\ud800\\u0041\"",
+        "\"\\udc00\"",
+        "\u{feff}{}",
+        "{\"a\":[1 2]}",
+        "[1]]",
+        "{\"a\":1}}",
+        "'a'",
+        "{\"a\":'b'}",
+        "[\"\t\"]",
     ];
 
     #[test]
@@ -635,7 +694,15 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_refused() {
-        for bad in [&b"\"\xff\""[..], b"\"\xc0\xaf\"", b"\"\xed\xa0\x80\"", b"\"\xe2\x82\"", b"\"\xf4\x90\x80\x80\"", b"{\"model\":\"\xc3\"}", b"\xc3\xa9"] {
+        for bad in [
+            &b"\"\xff\""[..],
+            b"\"\xc0\xaf\"",
+            b"\"\xed\xa0\x80\"",
+            b"\"\xe2\x82\"",
+            b"\"\xf4\x90\x80\x80\"",
+            b"{\"model\":\"\xc3\"}",
+            b"\xc3\xa9",
+        ] {
             let mut s = ModelScanner::new();
             let r = s.feed(bad).and_then(|()| s.finish());
             assert!(matches!(r, Err(ScanError::Malformed { .. })), "{bad:?}");
@@ -650,7 +717,13 @@ mod tests {
             r#"{"x":{"model":"no"},"model":"yes"}"#,
             "{\"model\":\"x\",\"content\":\"\u{1f600} long text \u{4e2d}\u{6587} with \\\"quotes\\\"\"}",
             r#"{"a":0,"b":1E3,"c":-0,"d":12.25e-3,"model":"m"}"#,
-            "[0]", "0", "-1.5E-7", "true", "null", "\"\"", "{\"\":\"\"}",
+            "[0]",
+            "0",
+            "-1.5E-7",
+            "true",
+            "null",
+            "\"\"",
+            "{\"\":\"\"}",
             "\r\n\t {\"model\" : \"spaced\" }\r\n",
         ];
         for body in cases {

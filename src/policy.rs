@@ -136,11 +136,8 @@ impl TryFrom<PluginConfig> for Policy {
         }
 
         let operator = header_patterns(&c.blocked_headers, "blocked_headers", &mut errors);
-        let blocklist = Blocklist::new(
-            provider_data_headers.clone(),
-            [provider_header.clone(), model_header.clone()],
-            operator,
-        );
+        let blocklist =
+            Blocklist::new(provider_data_headers.clone(), [provider_header.clone(), model_header.clone()], operator);
 
         let mut providers: Vec<Provider> = Vec::new();
         let mut exact_models = HashMap::new();
@@ -170,9 +167,7 @@ impl TryFrom<PluginConfig> for Policy {
             name => {
                 let found = providers.iter().position(|p| p.name == name);
                 if found.is_none() {
-                    errors.push(format!(
-                        "routing.unknown_model: {name:?} is neither \"reject\" nor a provider name"
-                    ));
+                    errors.push(format!("routing.unknown_model: {name:?} is neither \"reject\" nor a provider name"));
                 }
                 found
             }
@@ -329,7 +324,9 @@ mod tests {
 
     #[test]
     fn unknown_model_names_a_provider() {
-        let p = policy(r#"{"routing":{"unknown_model":"b"},"providers":[{"name":"a","models":["x"]},{"name":"b","models":[]}]}"#);
+        let p = policy(
+            r#"{"routing":{"unknown_model":"b"},"providers":[{"name":"a","models":["x"]},{"name":"b","models":[]}]}"#,
+        );
         assert_eq!(p.default_provider, Some(1));
         assert!(problems(r#"{"routing":{"unknown_model":"zz"},"providers":[]}"#).contains("unknown_model"));
     }
@@ -385,7 +382,12 @@ mod tests {
                 {"name":"b","models":["m"],"set_headers":{"host":"x"}}
             ]}"#,
         );
-        for needle in ["bogus: unknown field", "colour: unknown field", "\"nobody\" is neither", "\"host\" is on the core blocklist"] {
+        for needle in [
+            "bogus: unknown field",
+            "colour: unknown field",
+            "\"nobody\" is neither",
+            "\"host\" is on the core blocklist",
+        ] {
             assert!(msg.contains(needle), "missing {needle:?} in {msg}");
         }
     }
@@ -399,8 +401,10 @@ mod tests {
         );
         assert_eq!(p.providers[0].forward_headers[0].header, "authorization");
         assert_eq!(p.providers[0].set_headers[0].0, "authorization");
-        assert!(problems(r#"{"providers":[{"name":"a","models":["m"],"set_headers":{"proxy-authorization":"x"}}]}"#)
-            .contains("core blocklist"));
+        assert!(
+            problems(r#"{"providers":[{"name":"a","models":["m"],"set_headers":{"proxy-authorization":"x"}}]}"#)
+                .contains("core blocklist")
+        );
     }
 
     #[test]
