@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WASM = ROOT / "target/wasm32-unknown-unknown/release/llm_header_forward.wasm"
 NOOP = ROOT / "target/wasm32-unknown-unknown/release/noop_filter.wasm"
 LISTENERS = ["none", "noop", "filter"]
+# Diagnostic listeners (`--variants`): the do-nothing module plus one host interaction each.
+VARIANTS = ["noop-pause", "noop-read", "noop-headers", "noop-get", "noop-set", "noop-add", "noop-clear", "noop-pairs"]
 SIZES = {"1KB": 1024, "64KB": 64 * 1024, "1MB": 1024 * 1024}
 PROVIDER_DATA = json.dumps({
     "vllm_api_token": "sk-bench-0123456789abcdef",
@@ -105,7 +107,7 @@ def hcm_listener(name, port, http_filters, routes):
     }
 
 
-def envoy_config(ports, admin_port):
+def envoy_config(ports, admin_port, listeners):
     plugin = shipped_plugin_config()
     proxy_routes = [
         {"match": {"prefix": "/", "headers": [{"name": "x-llm-provider", "string_match": {"exact": "vllm"}}]},
@@ -117,7 +119,9 @@ def envoy_config(ports, admin_port):
         "noop": [wasm_filter("noop", NOOP)],
         "filter": [wasm_filter("llm-header-forward", WASM, plugin["configuration"]["value"], allow_stop=True)],
     }
-    listeners = [hcm_listener(n, ports[n], filters[n], proxy_routes) for n in LISTENERS]
+    for v in VARIANTS:
+        filters[v] = [wasm_filter(v, NOOP, v.split("-")[1], allow_stop=True)]
+    listeners = [hcm_listener(n, ports[n], filters[n], proxy_routes) for n in listeners]
     # The upstream reads the whole body (buffer filter) before its direct response, so connections
     # are reused for every body size.
     buffer = {"name": "envoy.filters.http.buffer",
@@ -163,12 +167,13 @@ def rss_kb(pid):
 
 
 class Bench:
-    def __init__(self, envoy, work, connections, duration):
+    def __init__(self, envoy, work, connections, duration, listeners):
         self.envoy, self.work, self.connections, self.duration = envoy, work, connections, duration
-        self.ports = {n: free_port() for n in LISTENERS + ["upstream"]}
+        self.listeners = listeners
+        self.ports = {n: free_port() for n in listeners + ["upstream"]}
         self.admin = free_port()
         cfg = work / "bench-envoy.yaml"
-        cfg.write_text(yaml.safe_dump(envoy_config(self.ports, self.admin)))
+        cfg.write_text(yaml.safe_dump(envoy_config(self.ports, self.admin, listeners)))
         self.log = work / "envoy.log"
         self.proc = subprocess.Popen([envoy, "-c", str(cfg), "--concurrency", "1", "--use-dynamic-base-id",
                                       "--log-level", "warning", "--log-path", str(self.log)],
@@ -189,7 +194,7 @@ class Bench:
     def check_routing(self):
         """The filter listener must actually forward (200) through the filter's route."""
         body = body_of_size(1024)
-        for name in LISTENERS:
+        for name in self.listeners:
             r = httpx.post(f"http://127.0.0.1:{self.ports[name]}/v1/chat/completions", content=body, trust_env=False,
                            headers={"content-type": "application/json", "x-llamastack-provider-data": PROVIDER_DATA})
             if r.status_code != 200:
@@ -229,6 +234,7 @@ def main():
     ap.add_argument("--soak", type=int, default=200_000, help="requests through the filter for the RSS check")
     ap.add_argument("--sizes", default="1KB,64KB,1MB")
     ap.add_argument("--out", help="also write the report (markdown) here")
+    ap.add_argument("--variants", action="store_true", help="also run the diagnostic do-nothing variants")
     args = ap.parse_args()
 
     envoy = os.environ.get("ENVOY") or shutil.which("envoy") or str(ROOT / ".venv/bin/envoy")
@@ -237,7 +243,8 @@ def main():
             raise SystemExit(f"missing {tool}: run `make bench` (it builds and installs what is needed)")
 
     work = Path(tempfile.mkdtemp(prefix="llmhf-bench-"))
-    bench = Bench(envoy, work, args.connections, args.duration)
+    listeners = LISTENERS + (VARIANTS if args.variants else [])
+    bench = Bench(envoy, work, args.connections, args.duration, listeners)
     rows, notes = [], []
     try:
         bench.check_routing()
@@ -245,16 +252,17 @@ def main():
         for size in sizes:
             body = work / f"body-{size}.json"
             body.write_bytes(body_of_size(SIZES[size]))
-            for listener in LISTENERS:  # warm-up: V8 tiering, connection pools
+            for listener in listeners:  # warm-up: V8 tiering, connection pools
                 bench.wrk(listener, body, 2)
-            runs = {n: [] for n in LISTENERS}
+            runs = {n: [] for n in listeners}
             for r in range(args.rounds):
-                order = LISTENERS[r % 3:] + LISTENERS[:r % 3]
+                k = r % len(listeners)
+                order = listeners[k:] + listeners[:k]
                 for listener in order:
                     runs[listener].append(bench.wrk(listener, body, args.duration))
                     print(f"  {size} round {r + 1} {listener}: {runs[listener][-1]['rps']:.0f} req/s", file=sys.stderr)
             base = median([x["rps"] for x in runs["none"]])
-            for listener in LISTENERS:
+            for listener in listeners:
                 rps = median([x["rps"] for x in runs[listener]])
                 rows.append((size, listener, rps, median([x["p50_us"] for x in runs[listener]]),
                              median([x["p99_us"] for x in runs[listener]]), rps / base))
@@ -264,7 +272,7 @@ def main():
         rss_before = rss_kb(bench.proc.pid)
         start = bench.filter_requests()
         while bench.filter_requests() - start < args.soak:
-            bench.wrk("filter", body, 10)
+            bench.wrk("filter", body, 5)
         soaked = bench.filter_requests() - start
         rss_after = rss_kb(bench.proc.pid)
     finally:
