@@ -143,17 +143,25 @@ def envoy_config(ports, admin_port, listeners):
     }
 
 
+# Chat content like real prompts: English prose in paragraphs (JSON `\n` escapes), an occasional
+# quotation (`\"`) and a few non-ASCII characters (’, —, é).
+PROSE = (
+    "The quarterly report shows that revenue grew in every region, although costs rose faster than "
+    "expected in the second half. Please summarise the main drivers and list the risks that the board "
+    "should discuss at the next meeting.\n\nAs the CFO put it, \"we’re investing ahead of demand\" — a "
+    "choice that depends on the café chain contract being renewed.\n\n"
+)
+
+
 def body_of_size(size):
     """A chat request of about `size` bytes, the model last so the whole body is scanned."""
-    skeleton = {"messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": ""}],
+    skeleton = {"messages": [{"role": "system", "content": "You are a concise analyst."}, {"role": "user", "content": ""}],
                 "temperature": 0.2, "stream": False, "model": "llama-3-8b"}
-    pad = size - len(json.dumps(skeleton))
-    words = ("lorem ipsum dolor sit amet consectetur adipiscing elit \"quoted\" caf\u00e9 " * (pad // 40 + 1))
-    content = words[:max(pad, 0)]
+    content = (PROSE * (size // len(PROSE) + 1))[:size]
     skeleton["messages"][1]["content"] = content
     data = json.dumps(skeleton, ensure_ascii=False).encode()
     while len(data) > size and content:
-        content = content[: len(content) - (len(data) - size)]
+        content = content[: len(content) - max(1, (len(data) - size) // 2)]
         skeleton["messages"][1]["content"] = content
         data = json.dumps(skeleton, ensure_ascii=False).encode()
     return data

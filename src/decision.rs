@@ -56,7 +56,7 @@ pub struct Removal<'p> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment<'p> {
     pub name: Cow<'p, str>,
-    pub value: String,
+    pub value: Cow<'p, str>,
     pub rule: SetRule<'p>,
 }
 
@@ -116,7 +116,7 @@ impl Rewrite<'_> {
             })
             .cloned()
             .collect();
-        out.extend(self.set.iter().map(|a| (a.name.to_string(), a.value.clone().into_bytes())));
+        out.extend(self.set.iter().map(|a| (a.name.to_string(), a.value.as_bytes().to_vec())));
         out
     }
 }
@@ -154,21 +154,25 @@ fn rewrite<'p>(policy: &'p Policy, request: &Request) -> Result<Rewrite<'p>, Rej
         let forwarding = forwarding::forward(policy, provider, &data).map_err(|d| entry_rejection(&d))?;
         rewrite.set.extend(forwarding.forwarded.into_iter().map(|f| Assignment {
             name: f.name,
-            value: f.value,
+            value: Cow::Owned(f.value),
             rule: SetRule::ProviderData(f.source),
         }));
         rewrite.dropped = forwarding.dropped;
     }
     for (name, value) in &provider.set_headers {
-        rewrite.set.push(Assignment { name: Cow::Borrowed(name), value: value.clone(), rule: SetRule::SetHeaders });
+        rewrite.set.push(Assignment {
+            name: Cow::Borrowed(name),
+            value: Cow::Borrowed(value),
+            rule: SetRule::SetHeaders,
+        });
     }
     rewrite.set.push(Assignment {
         name: Cow::Borrowed(&policy.provider_header),
-        value: provider.name.clone(),
+        value: Cow::Borrowed(&provider.name),
         rule: SetRule::ProviderHeader,
     });
     if let Some(model) = &rewrite.model {
-        let value = model.clone();
+        let value = Cow::Owned(model.clone());
         rewrite.set.push(Assignment { name: Cow::Borrowed(&policy.model_header), value, rule: SetRule::ModelHeader });
     }
     Ok(rewrite)

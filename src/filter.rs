@@ -40,6 +40,9 @@ impl RootContext for Root {
                     policy.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
                 );
                 let metrics = Metrics::define(&policy);
+                if hostcalls::set_tick_period(crate::metrics::FLUSH_PERIOD).is_err() {
+                    metrics.without_timer();
+                }
                 self.ready = Some(Rc::new((policy, metrics)));
                 true
             }
@@ -47,6 +50,12 @@ impl RootContext for Root {
                 log::error!("invalid plugin configuration, refusing to start: {errors}");
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(ready) = &self.ready {
+            ready.1.flush();
         }
     }
 
@@ -65,6 +74,9 @@ fn follow_host_log_level() {
         proxy_wasm::set_log_level(level);
     }
 }
+
+/// Largest piece of body copied into the VM at once.
+const READ_PIECE: usize = 64 * 1024;
 
 struct Filter {
     ready: Option<Rc<(Policy, Metrics)>>,
@@ -101,21 +113,23 @@ impl HttpContext for Filter {
             return Action::Continue;
         };
         let (policy, metrics) = (&ready.0, &ready.1);
-        // Envoy buffers the body while we pause; `body_size` is all of it so far. Read only the
-        // part not seen yet.
-        let seen = read.received();
-        if body_size > seen {
-            match hostcalls::get_buffer(BufferType::HttpRequestBody, seen, body_size - seen) {
-                Ok(chunk) => {
-                    if let Some(rejection) = read.on_chunk(policy, &chunk.unwrap_or_default()) {
-                        self.body = None;
-                        return reject(Some(metrics), rejection);
-                    }
-                }
+        // Envoy buffers the body while we pause; `body_size` is all of it so far, and one call may
+        // bring a megabyte. Copy only the bytes not seen yet, a bounded piece at a time, so the VM
+        // never holds more than `READ_PIECE` bytes of body (its memory never shrinks).
+        while read.received() < body_size {
+            let seen = read.received();
+            let piece = match hostcalls::get_buffer(BufferType::HttpRequestBody, seen, READ_PIECE.min(body_size - seen))
+            {
+                Ok(Some(piece)) if !piece.is_empty() => piece,
+                Ok(_) => break,
                 Err(_) => {
                     self.body = None;
                     return reject(Some(metrics), internal("cannot read the request body"));
                 }
+            };
+            if let Some(rejection) = read.on_chunk(policy, &piece) {
+                self.body = None;
+                return reject(Some(metrics), rejection);
             }
         }
         if !end_of_stream {
@@ -151,6 +165,7 @@ fn apply(policy: &Policy, metrics: &Metrics, decision: Decision) -> Action {
         Decision::Forward(rewrite) => {
             rewrite_headers(&rewrite);
             metrics.forwarded(policy, &rewrite);
+            metrics.request_done();
             if log::log_enabled!(log::Level::Debug) {
                 log::debug!("{}", rewrite.summary());
             }
@@ -161,6 +176,9 @@ fn apply(policy: &Policy, metrics: &Metrics, decision: Decision) -> Action {
 
 fn rewrite_headers(rewrite: &Rewrite) {
     for removal in &rewrite.remove {
+        if rewrite.set.iter().any(|a| a.name == removal.name) {
+            continue; // the set below replaces every value of this header
+        }
         if hostcalls::remove_map_value(MapType::HttpRequestHeaders, &removal.name).is_err() {
             log::warn!("could not remove header {:?}", removal.name);
         }
@@ -182,6 +200,7 @@ fn rewrite_headers(rewrite: &Rewrite) {
 fn reject(metrics: Option<&Metrics>, rejection: Rejection) -> Action {
     if let Some(m) = metrics {
         m.rejected(rejection.code);
+        m.request_done();
     }
     log::debug!("rejected with {} ({}): {}", rejection.status(), rejection.code.as_str(), rejection.message);
     let body = rejection.body();

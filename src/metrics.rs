@@ -1,5 +1,9 @@
 //! Counters through the proxy-wasm metrics API (SPEC §6). Envoy prefixes them with `wasmcustom.`;
 //! the shipped `envoy.yaml` turns the provider, reason and code segments into Prometheus tags.
+//!
+//! Each request adds to plain counters inside the VM; `flush` hands the increments to Envoy once a
+//! second (from `on_tick`). A host call per counter per request would cost more than the rest of
+//! the bookkeeping, and `/stats` lags by at most a second.
 
 use crate::decision::{Rewrite, SetRule};
 use crate::forwarding::DropReason;
@@ -7,19 +11,27 @@ use crate::policy::Policy;
 use crate::rejection::ErrorCode;
 use proxy_wasm::hostcalls::{define_metric, increment_metric};
 use proxy_wasm::types::MetricType;
+use std::cell::RefCell;
 
 pub const PREFIX: &str = "llm_header_forward";
 
+/// How often pending increments reach Envoy.
+pub const FLUSH_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+// Slots of the fixed counters; the per-provider, per-reason and per-code ones follow.
+const REQUESTS: usize = 0;
+const UNROUTED: usize = 1;
+const FORWARDED: usize = 2;
+const PROVIDERS: usize = 3;
+
 pub struct Metrics {
-    requests: Option<u32>,
-    unrouted: Option<u32>,
-    forwarded: Option<u32>,
-    /// Parallel to `policy.providers`.
-    per_provider: Vec<Option<u32>>,
-    /// Parallel to `DropReason::ALL`.
-    dropped: Vec<Option<u32>>,
-    /// Parallel to `ErrorCode::ALL`.
-    rejected: Vec<Option<u32>>,
+    /// Envoy's metric id for each slot (`None` if Envoy refused to define it).
+    ids: Vec<Option<u32>>,
+    /// Increments not yet handed to Envoy, per slot.
+    pending: RefCell<Vec<u64>>,
+    providers: usize,
+    /// Set when the host has no timer: then every request flushes.
+    flush_each_request: std::cell::Cell<bool>,
 }
 
 fn counter(name: String) -> Option<u32> {
@@ -32,51 +44,69 @@ fn counter(name: String) -> Option<u32> {
     }
 }
 
-fn bump(id: Option<u32>, by: i64) {
-    if let Some(id) = id
-        && by > 0
-    {
-        let _ = increment_metric(id, by);
-    }
-}
-
 impl Metrics {
     /// Defines every counter once, at configuration time, so `/stats` lists them from the start.
     pub fn define(policy: &Policy) -> Metrics {
-        Metrics {
-            requests: counter(format!("{PREFIX}.requests")),
-            unrouted: counter(format!("{PREFIX}.unrouted")),
-            forwarded: counter(format!("{PREFIX}.headers_forwarded")),
-            per_provider: policy
-                .providers
-                .iter()
-                .map(|p| counter(format!("{PREFIX}.provider.{}.requests", p.name)))
-                .collect(),
-            dropped: DropReason::ALL.iter().map(|r| counter(format!("{PREFIX}.headers_dropped.{r}"))).collect(),
-            rejected: ErrorCode::ALL.iter().map(|c| counter(format!("{PREFIX}.rejected.{}", c.as_str()))).collect(),
+        let mut names =
+            vec![format!("{PREFIX}.requests"), format!("{PREFIX}.unrouted"), format!("{PREFIX}.headers_forwarded")];
+        names.extend(policy.providers.iter().map(|p| format!("{PREFIX}.provider.{}.requests", p.name)));
+        names.extend(DropReason::ALL.iter().map(|r| format!("{PREFIX}.headers_dropped.{r}")));
+        names.extend(ErrorCode::ALL.iter().map(|c| format!("{PREFIX}.rejected.{}", c.as_str())));
+        let ids: Vec<Option<u32>> = names.into_iter().map(counter).collect();
+        let pending = RefCell::new(vec![0; ids.len()]);
+        Metrics { ids, pending, providers: policy.providers.len(), flush_each_request: Default::default() }
+    }
+
+    /// Without a timer, increments go to Envoy at the end of each request instead.
+    pub fn without_timer(&self) {
+        self.flush_each_request.set(true);
+    }
+
+    /// Called when a request's counters are complete.
+    pub fn request_done(&self) {
+        if self.flush_each_request.get() {
+            self.flush();
+        }
+    }
+
+    fn add(&self, slot: usize, by: u64) {
+        if let Some(n) = self.pending.borrow_mut().get_mut(slot) {
+            *n += by;
+        }
+    }
+
+    /// Hands the pending increments to Envoy.
+    pub fn flush(&self) {
+        for (slot, n) in self.pending.borrow_mut().iter_mut().enumerate() {
+            if *n > 0 {
+                if let Some(id) = self.ids.get(slot).copied().flatten() {
+                    let _ = increment_metric(id, *n as i64);
+                }
+                *n = 0;
+            }
         }
     }
 
     pub fn request(&self) {
-        bump(self.requests, 1);
+        self.add(REQUESTS, 1);
     }
 
     pub fn rejected(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
-            bump(self.rejected.get(i).copied().flatten(), 1);
+            self.add(PROVIDERS + self.providers + DropReason::ALL.len() + i, 1);
         }
     }
 
     pub fn forwarded(&self, policy: &Policy, rewrite: &Rewrite) {
         match rewrite.provider.and_then(|name| policy.providers.iter().position(|p| p.name == name)) {
-            Some(i) => bump(self.per_provider.get(i).copied().flatten(), 1),
-            None => bump(self.unrouted, 1),
+            Some(i) => self.add(PROVIDERS + i, 1),
+            None => self.add(UNROUTED, 1),
         }
         let from_provider_data = rewrite.set.iter().filter(|a| matches!(a.rule, SetRule::ProviderData(_))).count();
-        bump(self.forwarded, from_provider_data as i64);
+        self.add(FORWARDED, from_provider_data as u64);
         for d in &rewrite.dropped {
             if let Some(i) = DropReason::ALL.iter().position(|r| *r == d.reason.as_str()) {
-                bump(self.dropped.get(i).copied().flatten(), 1);
+                self.add(PROVIDERS + self.providers + i, 1);
             }
         }
     }

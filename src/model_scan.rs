@@ -608,17 +608,26 @@ fn hex4(digits: &[u8]) -> Option<u32> {
 #[inline]
 fn skip_plain(s: &[u8], mut i: usize) -> usize {
     use core::arch::wasm32::{
-        i8x16_lt, i8x16_splat, u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, v128, v128_load, v128_or,
+        i8x16_lt, i8x16_splat, u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, v128, v128_any_true, v128_load, v128_or,
     };
     let (quote, backslash, space, zero) = (u8x16_splat(b'"'), u8x16_splat(b'\\'), u8x16_splat(0x20), i8x16_splat(0));
+    let special = |v: v128| {
+        v128_or(v128_or(u8x16_eq(v, quote), u8x16_eq(v, backslash)), v128_or(u8x16_lt(v, space), i8x16_lt(v, zero)))
+    };
+    // Long plain runs: 64 bytes per test; the 16-byte loop below finds the exact position.
+    while let Some(window) = s.get(i..i + 64) {
+        let p = window.as_ptr() as *const v128;
+        // SAFETY: `window` is 64 readable bytes; wasm loads need no alignment.
+        let (a, b, c, d) = unsafe { (v128_load(p), v128_load(p.add(1)), v128_load(p.add(2)), v128_load(p.add(3))) };
+        if v128_any_true(v128_or(v128_or(special(a), special(b)), v128_or(special(c), special(d)))) {
+            break;
+        }
+        i += 64;
+    }
     while let Some(window) = s.get(i..i + 16) {
         // SAFETY: `window` is 16 readable bytes; wasm loads need no alignment.
         let v = unsafe { v128_load(window.as_ptr() as *const v128) };
-        let hits = v128_or(
-            v128_or(u8x16_eq(v, quote), u8x16_eq(v, backslash)),
-            v128_or(u8x16_lt(v, space), i8x16_lt(v, zero)),
-        );
-        let mask = u8x16_bitmask(hits);
+        let mask = u8x16_bitmask(special(v));
         if mask != 0 {
             return i + mask.trailing_zeros() as usize;
         }

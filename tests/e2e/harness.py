@@ -141,6 +141,15 @@ class Gateway:
             time.sleep(0.1)
         raise AssertionError(f"{text!r} never appeared in the envoy log")
 
+    def wait_for_stat(self, name, value, timeout=10):
+        """Counters reach /stats once a second: wait until `name` equals `value`, return all."""
+        deadline = time.time() + timeout
+        while True:
+            stats = self.stats()
+            if stats.get(name) == value or time.time() > deadline:
+                return stats
+            time.sleep(0.1)
+
     def stats(self):
         """Counter name -> value, from /stats."""
         text = httpx.get(self.admin + "/stats", trust_env=False).text

@@ -42,8 +42,8 @@ def test_counters_in_stats_and_prometheus(backends):
         upstream(gw.chat("gpt-4o"))
         assert gw.chat("unknown-model").status_code == 404
         assert gw.chat("llama-3-8b", provider_data="nope").status_code == 400
-        stats = gw.stats()
         p = "wasmcustom.llm_header_forward."
+        stats = gw.wait_for_stat(p + "requests", 4)
         assert stats[p + "requests"] == 4
         assert stats[p + "provider.vllm.requests"] == 1
         assert stats[p + "provider.openai.requests"] == 1
