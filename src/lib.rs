@@ -15,6 +15,12 @@ pub mod policy;
 pub mod provider_data;
 pub mod rejection;
 
+// Test support (fuzzing, property tests, tools); never part of the filter.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod invariants;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testkit;
+
 #[cfg(target_arch = "wasm32")]
 mod filter;
 #[cfg(target_arch = "wasm32")]

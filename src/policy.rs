@@ -5,7 +5,7 @@
 use crate::blocklist::Blocklist;
 use crate::config::{self, ClientAuth, ClientHeaderMode, OnInvalid, PluginConfig, ProviderConfig};
 use crate::header_syntax::{Pattern, check_value, is_header_pattern, is_token};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -21,7 +21,7 @@ pub struct Policy {
     pub on_invalid: OnInvalid,
     pub blocklist: Blocklist,
     pub providers: Vec<Provider>,
-    exact_models: HashMap<String, usize>,
+    exact_models: BTreeMap<String, usize>,
     /// Wildcard model patterns in provider order.
     model_patterns: Vec<(Pattern, usize)>,
 }
@@ -140,7 +140,7 @@ impl TryFrom<PluginConfig> for Policy {
             Blocklist::new(provider_data_headers.clone(), [provider_header.clone(), model_header.clone()], operator);
 
         let mut providers: Vec<Provider> = Vec::new();
-        let mut exact_models = HashMap::new();
+        let mut exact_models = BTreeMap::new();
         let mut model_patterns = Vec::new();
         for (i, p) in c.providers.iter().enumerate() {
             let path = format!("providers[{i}] ({:?})", p.name);

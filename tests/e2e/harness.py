@@ -16,6 +16,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 WASM = ROOT / "target/wasm32-unknown-unknown/release/llm_header_forward.wasm"
+# The bench's do-nothing module; configured with "crash" it panics on requests with `x-crash`.
+NOOP_WASM = ROOT / "target/wasm32-unknown-unknown/release/noop_filter.wasm"
 SHIPPED = ROOT / "envoy/envoy.yaml"
 PROVIDER_DATA = "x-llamastack-provider-data"
 

@@ -9,6 +9,7 @@
 //!   "clear"   - only clear the route cache
 //!   "pairs"   - like "headers", but write the whole header map back in one call
 //!   "add"     - only add six headers (no replace)
+//! and, for the failure tests, "crash": panic (killing the VM) on a request with `x-crash`.
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
@@ -28,6 +29,7 @@ enum Mode {
     Clear,
     Pairs,
     Add,
+    Crash,
 }
 
 struct Root(Mode);
@@ -44,6 +46,7 @@ impl RootContext for Root {
             Some(b"clear") => Mode::Clear,
             Some(b"pairs") => Mode::Pairs,
             Some(b"add") => Mode::Add,
+            Some(b"crash") => Mode::Crash,
             _ => Mode::Nothing,
         };
         true
@@ -102,6 +105,12 @@ impl HttpContext for Noop {
             Mode::Add => {
                 for name in ["authorization", "x-tenant-id", "x-maas-subscription", "x-maas-region", "x-llm-provider", "x-llm-model"] {
                     let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, "bench-value");
+                }
+                Action::Continue
+            }
+            Mode::Crash => {
+                if hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-crash").ok().flatten().is_some() {
+                    panic!("crash requested by the test");
                 }
                 Action::Continue
             }

@@ -1,0 +1,180 @@
+"""Failure behaviour: nothing hangs, nothing passes half-rewritten, a dead VM refuses traffic."""
+
+import copy
+import json
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from harness import NOOP_WASM, WASM, Gateway, shipped_config, shipped_plugin_config, upstream
+
+
+def _hcm(cfg):
+    return cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_failed_vm_fails_closed(backends):
+    """FAIL_CLOSED (as shipped): once a plugin's VM has crashed, requests are refused, not passed
+    unfiltered. The crash comes from the bench's do-nothing module told to panic."""
+    if not NOOP_WASM.exists():
+        pytest.skip("build the do-nothing module: make test builds it")
+
+    def add_crashing_filter(cfg):
+        crash = {"name": "envoy.filters.http.wasm", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {"name": "crash", "root_id": "crash", "failure_policy": "FAIL_CLOSED",
+                       "vm_config": {"vm_id": "crash", "runtime": "envoy.wasm.runtime.v8",
+                                     "code": {"local": {"filename": str(NOOP_WASM)}}},
+                       "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "crash"}}}}
+        _hcm(cfg)["http_filters"].insert(0, crash)
+
+    gw = Gateway(backends, tweak=add_crashing_filter, concurrency=1)
+    try:
+        assert gw.chat("llama-3-8b").status_code == 200
+        crashed = gw.chat("llama-3-8b", headers={"x-crash": "1"})
+        assert crashed.status_code >= 500
+        after = gw.chat("llama-3-8b", provider_data={"vllm_api_token": "sk-after-crash"})
+        assert after.status_code >= 500, "a dead VM must not let requests through"
+        assert "sk-after-crash" not in after.text
+    finally:
+        gw.stop()
+
+
+def test_envoy_buffer_smaller_than_body_limit_gives_413_not_a_hang(backends):
+    def small_buffer(cfg):
+        cfg["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = 65536
+
+    gw = Gateway(backends, tweak=small_buffer)
+    try:
+        body = json.dumps({"model": "llama-3-8b", "messages": [{"role": "user", "content": "x" * 300_000}]})
+        started = time.time()
+        r = gw.chat(body=body, timeout=20)
+        assert r.status_code == 413
+        assert time.time() - started < 10
+        assert gw.chat("llama-3-8b").status_code == 200
+    finally:
+        gw.stop()
+
+
+def test_client_disconnecting_mid_body(gateway):
+    port = int(gateway.base.rsplit(":", 1)[1])
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                      b"content-length: 100000\r\n\r\n" + b'{"model":"llama-3-8b","messages":[{"content":"' + b"x" * 5000)
+    up = upstream(gateway.chat("llama-3-8b", provider_data={"vllm_api_token": "sk-next"}))
+    assert up["headers"]["authorization"] == ["Bearer sk-next"]
+    assert "panicked" not in gateway.log() and "Wasm VM failed" not in gateway.log()
+
+
+def test_upstream_down(backends):
+    def dead_upstream(cfg):
+        for cluster in cfg["static_resources"]["clusters"]:
+            endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            endpoint["address"]["socket_address"]["port_value"] = free_port()
+
+    gw = Gateway(backends, tweak=dead_upstream)
+    try:
+        r = gw.chat("llama-3-8b", provider_data={"vllm_api_token": "sk-down"})
+        assert r.status_code == 503
+        assert "sk-down" not in r.text
+        assert gw.chat("unknown").status_code == 404, "the filter still answers before the upstream"
+    finally:
+        gw.stop()
+
+
+def test_config_reload_under_traffic(backends):
+    """Listener update (LDS from a file) while requests flow: every request completes, under either
+    the old or the new plugin configuration, never a mix."""
+    work = {}  # the LDS file's path
+    port = free_port()
+
+    def plugin(version):
+        cfg = shipped_plugin_config()
+        cfg["providers"][0]["set_headers"] = {"x-config-version": version, "x-gateway": f"gw-{version}"}
+        return json.dumps(cfg)
+
+    def to_lds(cfg):
+        cfg["static_resources"].pop("listeners")
+        cfg["node"] = {"id": "llm-header-forward-test", "cluster": "llm-header-forward-test"}
+        cfg["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
+            "path": str(work["lds"]), "watched_directory": {"path": str(work["lds"].parent)}}}}
+
+    lds_dir = Path(tempfile.mkdtemp(prefix="llmhf-lds-"))
+    work["lds"] = lds_dir / "lds.yaml"
+
+    def write_lds(listener, version):
+        listener = copy.deepcopy(listener)
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
+        wasm["typed_config"]["config"]["configuration"]["value"] = plugin(version)
+        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        tmp = lds_dir / f".lds-{version}.yaml"
+        tmp.write_text(yaml.safe_dump({"resources": [listener]}))
+        tmp.rename(work["lds"])
+
+    # Envoy reads the LDS file at start: write v1 from the shipped listener before starting.
+    first = shipped_config()["static_resources"]["listeners"][0]
+    first["address"]["socket_address"]["port_value"] = port
+    hcm = first["filter_chains"][0]["filters"][0]["typed_config"]
+    next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    write_lds(first, "v1")
+    gw = Gateway(backends, tweak=to_lds)
+    results, errors = [], []
+    stop = threading.Event()
+
+    def traffic(n):
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=20) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                token = f"sk-{n}-{i}"
+                try:
+                    r = c.post("/v1/chat/completions", json={"model": "llama-3-8b", "messages": []},
+                               headers={"x-llamastack-provider-data": json.dumps({"vllm_api_token": token})})
+                    results.append((token, r.status_code, r.json()))
+                except httpx.HTTPError as e:
+                    errors.append(repr(e))
+
+    try:
+        threads = [threading.Thread(target=traffic, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        write_lds(first, "v2")
+        deadline = time.time() + 20
+        while time.time() < deadline and not any(
+                r[1] == 200 and ["v2"] == [v for n, v in r[2]["upstream"]["headers"] if n == "x-config-version"] for r in results[-50:]):
+            time.sleep(0.2)
+        time.sleep(1)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors[:5]
+        versions = set()
+        for token, status, reply in results:
+            assert status == 200, reply
+            h = {}
+            for n, v in reply["upstream"]["headers"]:
+                h.setdefault(n, []).append(v)
+            assert h["authorization"] == [f"Bearer {token}"]
+            assert h["x-llm-provider"] == ["vllm"]
+            version = h["x-config-version"]
+            assert len(version) == 1 and h["x-gateway"] == [f"gw-{version[0]}"], h
+            versions.add(version[0])
+        assert versions == {"v1", "v2"}, versions
+    finally:
+        stop.set()
+        gw.stop()
