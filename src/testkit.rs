@@ -116,7 +116,7 @@ impl<'a> Bytes<'a> {
         head
     }
     fn text(&mut self) -> String {
-        if self.byte() % 4 == 0 {
+        if self.byte().is_multiple_of(4) {
             let n = self.below(24);
             String::from_utf8_lossy(self.take(n)).into_owned()
         } else {
@@ -124,18 +124,18 @@ impl<'a> Bytes<'a> {
         }
     }
     fn header_name(&mut self) -> String {
-        if self.byte() % 8 == 0 {
+        if self.byte().is_multiple_of(8) {
             let n = 1 + self.below(12);
             String::from_utf8_lossy(self.take(n)).into_owned()
         } else {
             let name = self.pick(HEADER_NAMES);
-            if self.byte() % 3 == 0 { name.to_ascii_uppercase() } else { name.to_string() }
+            if self.byte().is_multiple_of(3) { name.to_ascii_uppercase() } else { name.to_string() }
         }
     }
     fn scalar(&mut self) -> Value {
         match self.below(7) {
             0 => json!(self.byte() as i64 - 100),
-            1 => json!(self.byte() % 2 == 0),
+            1 => json!(self.byte().is_multiple_of(2)),
             2 => Value::Null,
             3 => json!([self.text()]),
             4 => json!({"nested": self.text()}),
@@ -224,14 +224,14 @@ impl Case {
 }
 
 fn provider_data(b: &mut Bytes) -> String {
-    if b.byte() % 10 == 0 {
+    if b.byte().is_multiple_of(10) {
         let n = b.below(40);
         return String::from_utf8_lossy(b.take(n)).into_owned();
     }
     let mut map = Map::new();
     for _ in 0..1 + b.below(6) {
         // Half the entries are extra-headers maps: that is where smuggling is tried.
-        let key = if b.byte() % 2 == 0 {
+        let key = if b.byte().is_multiple_of(2) {
             b.pick(&[
                 "vllm_extra_headers",
                 "openai_extra_headers",
@@ -242,11 +242,11 @@ fn provider_data(b: &mut Bytes) -> String {
         } else {
             b.pick(KEYS)
         };
-        let value = if key.ends_with("extra_headers") && b.byte() % 5 != 0 {
+        let value = if key.ends_with("extra_headers") && !b.byte().is_multiple_of(5) {
             let mut extra = Map::new();
-            let many = b.byte() % 16 == 0;
+            let many = b.byte().is_multiple_of(16);
             for _ in 0..b.below(if many { 70 } else { 5 }) {
-                let name = if b.byte() % 4 == 0 { format!("x-maas-{}", extra.len()) } else { b.header_name() };
+                let name = if b.byte().is_multiple_of(4) { format!("x-maas-{}", extra.len()) } else { b.header_name() };
                 extra.insert(name, b.scalar());
             }
             Value::Object(extra)
