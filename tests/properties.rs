@@ -137,7 +137,8 @@ fn every_chunking_of_a_document_gives_the_same_answer() {
 #[test]
 fn fuzz_corpus_replays_cleanly() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [(&str, fn(&[u8])); 4] = [
+    type Check = fn(&[u8]);
+    let targets: [(&str, Check); 4] = [
         ("decision", check_case),
         ("model_scan", check_scan),
         ("provider_data", check_provider_data),
