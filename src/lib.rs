@@ -15,7 +15,9 @@ pub mod policy;
 pub mod provider_data;
 pub mod rejection;
 
-// Test support (fuzzing, property tests, tools); never part of the filter.
+// Tools and test support (the CLI, fuzzing, property tests); never part of the filter.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod explain;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod invariants;
 #[cfg(not(target_arch = "wasm32"))]

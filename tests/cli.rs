@@ -1,0 +1,108 @@
+//! The `llm-header-forward` CLI on the shipped examples, and the committed JSON Schema.
+
+use llm_header_forward::config;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_llm-header-forward")).args(args).current_dir(root()).output().expect("runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let o = cli(&["check", "--config", "envoy/plugin-config.json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("3 provider(s): vllm, openai, anthropic"));
+}
+
+#[test]
+fn check_lists_every_problem_and_fails() {
+    let bad = std::env::temp_dir().join(format!("llmhf-bad-{}.json", std::process::id()));
+    std::fs::write(&bad, r#"{"bogus":1,"providers":[{"name":"a","models":[""],"set_headers":{"host":"x"}}]}"#)
+        .expect("write");
+    let o = cli(&["check", "--config", bad.to_str().expect("path"), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(3), "{v}");
+    let _ = std::fs::remove_file(bad);
+}
+
+#[test]
+fn explain_the_examples() {
+    let cases = [
+        ("envoy/examples/chat-vllm.json", 0, "forwarded"),
+        ("envoy/examples/models.http", 0, "forwarded"),
+        ("envoy/examples/blocked-header.json", 1, "rejected"),
+        ("envoy/examples/duplicate-model.http", 1, "rejected"),
+    ];
+    for (request, code, outcome) in cases {
+        let o = cli(&["explain", "--config", "envoy/plugin-config.json", "--request", request, "--json"]);
+        assert_eq!(o.status.code(), Some(code), "{request}: {}", stdout(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert_eq!(v["outcome"], outcome, "{request}");
+    }
+    let o = cli(&["explain", "--config", "envoy/plugin-config.json", "--request", "envoy/examples/chat-vllm.json"]);
+    let text = stdout(&o);
+    for line in [
+        "provider: vllm",
+        "- remove  x-llm-provider",
+        "+ set     authorization",
+        "by forward_headers \"vllm_api_token\"",
+        "x dropped x-other",
+        "x-llm-provider: vllm",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(!text.contains("cookie: session"), "the cookie never reaches upstream:\n{text}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(cli(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(cli(&["explain", "--config", "envoy/plugin-config.json"]).status.code(), Some(2));
+}
+
+#[test]
+fn committed_schema_matches_the_config_types() {
+    let committed = std::fs::read_to_string(root().join("envoy/plugin-config.schema.json")).expect("schema file");
+    assert!(
+        committed == config::schema(),
+        "envoy/plugin-config.schema.json is stale: run `make schema` (cargo run --release --bin llm-header-forward -- schema > envoy/plugin-config.schema.json)"
+    );
+    assert_eq!(stdout(&cli(&["schema"])), committed);
+}
+
+/// The schema and the parser name the same fields: every property the schema lists is accepted,
+/// and the schema forbids anything else.
+#[test]
+fn schema_properties_are_exactly_the_parsers_fields() {
+    let schema: Value = serde_json::from_str(&config::schema()).expect("json");
+    let top: Vec<&String> = schema["properties"].as_object().expect("properties").keys().collect();
+    let provider = &schema["$defs"]["ProviderConfig"];
+    let fields: Vec<&String> = provider["properties"].as_object().expect("provider properties").keys().collect();
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(provider["additionalProperties"], false);
+    let unknown = |json: String| {
+        let (_, errors) = config::parse_partial(json.as_bytes());
+        errors.into_iter().filter(|e| e.contains("unknown field")).collect::<Vec<_>>()
+    };
+    for key in &top {
+        assert!(unknown(format!(r#"{{"{key}": null, "providers": []}}"#)).is_empty(), "parser does not know {key}");
+    }
+    for key in &fields {
+        let p = format!(r#"{{"providers": [{{"name": "a", "models": [], "{key}": null}}]}}"#);
+        assert!(unknown(p).is_empty(), "parser does not know providers[].{key}");
+    }
+    assert_eq!(unknown(r#"{"providers": [], "extra": 1}"#.into()).len(), 1);
+    assert!(Path::new(&root().join("envoy/plugin-config.json")).exists());
+}

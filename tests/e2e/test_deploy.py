@@ -1,0 +1,127 @@
+"""Deployment files: every YAML parses, every embedded plugin configuration passes the same
+validator as `llm-header-forward check`, and the settings the filter depends on are present."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import jsonschema
+import pytest
+import yaml
+
+from harness import ROOT
+
+CLI = ROOT / "target/release/llm-header-forward"
+
+
+def check(config):
+    """Runs `llm-header-forward check` on a plugin configuration (dict or JSON text)."""
+    text = config if isinstance(config, str) else json.dumps(config)
+    r = subprocess.run([str(CLI), "check", "--config", "-", "--json"], input=text.encode(), capture_output=True)
+    return r.returncode, json.loads(r.stdout)
+
+
+def wasm_configs(doc):
+    """Every wasm filter config (the `config` of envoy.extensions.filters.http.wasm.v3.Wasm) in a document."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("@type", "").endswith("filters.http.wasm.v3.Wasm"):
+                found.append(node["config"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(doc)
+    return found
+
+
+def listener_buffer_limits(doc):
+    limits = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "per_connection_buffer_limit_bytes" in node:
+                limits.append(node["per_connection_buffer_limit_bytes"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(doc)
+    return limits
+
+
+YAML_FILES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "envoy").rglob("*.yaml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli_built():
+    if not CLI.exists():
+        subprocess.run(["cargo", "build", "--release", "--bin", "llm-header-forward"], cwd=ROOT, check=True)
+
+
+@pytest.mark.parametrize("path", YAML_FILES)
+def test_yaml_parses_and_embedded_plugin_configs_are_valid(path):
+    docs = [d for d in yaml.safe_load_all((ROOT / path).read_text()) if d]
+    assert docs
+    configs = []
+    for doc in docs:
+        for wasm in wasm_configs(doc):
+            assert wasm.get("allow_on_headers_stop_iteration") is True, f"{path}: body-based routing needs it"
+            assert wasm.get("failure_policy") == "FAIL_CLOSED", path
+            configs.append(wasm["configuration"]["value"])
+        if doc.get("kind") == "WasmPlugin":
+            configs.append(json.dumps(doc["spec"]["pluginConfig"]))
+            assert doc["spec"]["failStrategy"] == "FAIL_CLOSE"
+    for config in configs:
+        code, result = check(config)
+        assert code == 0 and result["valid"], f"{path}: {result['problems']}"
+        limits = [l for d in docs for l in listener_buffer_limits(d)]
+        if limits:
+            assert min(limits) >= json.loads(config).get("body", {}).get("max_bytes", 8388608), path
+
+
+def test_every_deployment_file_carries_the_same_plugin_config():
+    reference = json.loads((ROOT / "envoy/plugin-config.json").read_text())
+    envoy = wasm_configs(yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text()))[0]
+    assert json.loads(envoy["configuration"]["value"]) == reference
+    istio = [d for d in yaml.safe_load_all((ROOT / "envoy/istio/envoyfilter.yaml").read_text()) if d]
+    assert json.loads(wasm_configs(istio[0])[0]["configuration"]["value"]) == reference
+    plugin = next(d for d in yaml.safe_load_all((ROOT / "envoy/istio/wasmplugin.yaml").read_text()) if d)
+    assert plugin["spec"]["pluginConfig"] == reference
+
+
+def test_configs_validate_against_the_committed_schema():
+    schema = json.loads((ROOT / "envoy/plugin-config.schema.json").read_text())
+    jsonschema.validate(json.loads((ROOT / "envoy/plugin-config.json").read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"providers": [], "unknown": 1}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"providers": [{"name": "a"}]}, schema)
+
+
+def test_check_rejects_a_bad_config_with_every_problem():
+    code, result = check({"providers": [{"name": "a", "models": [""]}, {"name": "a", "models": ["x"]}], "x": 1})
+    assert code == 1
+    assert len(result["problems"]) == 3
+
+
+def test_istio_image_recipe_packages_plugin_wasm():
+    dockerfile = (ROOT / "envoy/istio/Dockerfile").read_text()
+    assert "FROM scratch" in dockerfile
+    assert "llm_header_forward.wasm ./plugin.wasm" in dockerfile
+
+
+def test_run_func_e_says_clearly_when_func_e_is_missing(tmp_path):
+    if shutil.which("func-e", path="/usr/bin:/bin"):
+        pytest.skip("func-e is installed here")
+    env = dict(os.environ, PATH=f"{tmp_path}:/usr/bin:/bin:{os.path.dirname(os.environ.get('CARGO', '/root/.cargo/bin/cargo'))}:/root/.cargo/bin")
+    r = subprocess.run(["make", "-s", "run-func-e"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "func-e is not installed" in r.stdout + r.stderr
