@@ -3,7 +3,7 @@
 //! in the same bounded pieces), and the decision is reported header by header with its rule.
 
 use crate::decision::{Decision, Rewrite};
-use crate::flow::{AfterHeaders, on_request_headers};
+use crate::flow::decide_complete;
 use crate::policy::Policy;
 use serde_json::{Value, json};
 use std::fmt::Write;
@@ -109,20 +109,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Runs the request through the filter's flow.
+/// Runs the request through the filter's flow, the body in the filter's piece size.
 pub fn decide<'p>(policy: &'p Policy, request: &HttpRequest) -> Decision<'p> {
-    let body = request.body.as_deref().unwrap_or_default();
-    match on_request_headers(policy, &request.headers, request.body.is_none()) {
-        AfterHeaders::Decided(decision) => decision,
-        AfterHeaders::ReadBody(mut read) => {
-            for piece in body.chunks(PIECE) {
-                if let Some(rejection) = read.on_chunk(policy, piece) {
-                    return Decision::Reject(rejection);
-                }
-            }
-            read.on_end(policy, &request.headers)
-        }
-    }
+    decide_complete(policy, &request.headers, request.body.as_deref().map(|b| b.chunks(PIECE)))
 }
 
 /// The decision as data (`--json`).

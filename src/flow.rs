@@ -76,6 +76,32 @@ impl BodyRead {
     }
 }
 
+/// A whole request at once, the body already split into the chunks Envoy would deliver (`None`:
+/// no body): the same steps the filter takes, for tools and tests.
+pub fn decide_complete<'p, 'c>(
+    policy: &'p Policy,
+    headers: &Headers,
+    body: Option<impl IntoIterator<Item = &'c [u8]>>,
+) -> Decision<'p> {
+    let Some(chunks) = body else {
+        return match on_request_headers(policy, headers, true) {
+            AfterHeaders::Decided(decision) => decision,
+            AfterHeaders::ReadBody(read) => read.on_end(policy, headers),
+        };
+    };
+    match on_request_headers(policy, headers, false) {
+        AfterHeaders::Decided(decision) => decision,
+        AfterHeaders::ReadBody(mut read) => {
+            for chunk in chunks {
+                if let Some(rejection) = read.on_chunk(policy, chunk) {
+                    return Decision::Reject(rejection);
+                }
+            }
+            read.on_end(policy, headers)
+        }
+    }
+}
+
 fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h [u8]> {
     headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
 }

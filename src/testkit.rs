@@ -3,7 +3,7 @@
 //! never calls it.
 
 use crate::decision::{BodyModel, Decision};
-use crate::flow::{AfterHeaders, on_request_headers};
+use crate::flow::{AfterHeaders, decide_complete, on_request_headers};
 use crate::model_scan::{MAX_MODEL_BYTES, ModelScanner, ScanError};
 use crate::policy::Policy;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -197,29 +197,17 @@ impl Case {
     /// body said (for the invariants).
     pub fn run(&self) -> (Decision<'static>, BodyModel) {
         let policy = &policies()[self.policy];
-        let end_of_stream = self.body.is_none();
-        let mut read = match on_request_headers(policy, &self.headers, end_of_stream) {
-            AfterHeaders::Decided(d) => return (d, BodyModel::NotRead),
-            AfterHeaders::ReadBody(read) => read,
+        let chunks = self.body.as_ref().map(|c| c.iter().map(Vec::as_slice));
+        let decision = decide_complete(policy, &self.headers, chunks);
+        // What the body says, found independently of the flow (the invariants check against it).
+        let read = matches!(on_request_headers(policy, &self.headers, self.body.is_none()), AfterHeaders::ReadBody(_));
+        let body: Vec<u8> = self.body.iter().flatten().flatten().copied().collect();
+        let model = match expected_scan(&body).unwrap_or_else(|| scan(&[&body])) {
+            _ if !read || body.is_empty() => BodyModel::NotRead,
+            Ok(Some(m)) => BodyModel::Model(m),
+            _ => BodyModel::Absent,
         };
-        let mut scanner = ModelScanner::new();
-        let mut scanned = 0;
-        for chunk in self.body.iter().flatten() {
-            if let Some(r) = read.on_chunk(policy, chunk) {
-                return (Decision::Reject(r), BodyModel::NotRead);
-            }
-            scanned += chunk.len();
-            let _ = scanner.feed(chunk);
-        }
-        let model = if scanned == 0 {
-            BodyModel::NotRead
-        } else {
-            match scanner.finish() {
-                Ok(Some(m)) => BodyModel::Model(m),
-                _ => BodyModel::Absent,
-            }
-        };
-        (read.on_end(policy, &self.headers), model)
+        (decision, model)
     }
 }
 

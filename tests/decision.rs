@@ -2,7 +2,7 @@
 //! Each test states what the upstream would receive or what the client would get.
 
 use llm_header_forward::decision::{Decision, Rewrite, SetRule};
-use llm_header_forward::flow::{AfterHeaders, on_request_headers};
+use llm_header_forward::flow::{AfterHeaders, decide_complete, on_request_headers};
 use llm_header_forward::policy::Policy;
 use llm_header_forward::rejection::ErrorCode;
 
@@ -39,17 +39,7 @@ fn json_request(extra: &[(&str, &str)]) -> Headers {
 
 /// Runs a request through the flow, feeding the body in `chunk`-byte pieces.
 fn run<'p>(p: &'p Policy, h: &Headers, body: Option<&str>, chunk: usize) -> Decision<'p> {
-    match on_request_headers(p, h, body.is_none()) {
-        AfterHeaders::Decided(d) => d,
-        AfterHeaders::ReadBody(mut read) => {
-            for piece in body.unwrap_or("").as_bytes().chunks(chunk.max(1)) {
-                if let Some(rejection) = read.on_chunk(p, piece) {
-                    return Decision::Reject(rejection);
-                }
-            }
-            read.on_end(p, h)
-        }
-    }
+    decide_complete(p, h, body.map(|b| b.as_bytes().chunks(chunk.max(1))))
 }
 
 fn forwarded<'p>(d: Decision<'p>) -> Rewrite<'p> {
