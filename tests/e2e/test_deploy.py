@@ -22,39 +22,28 @@ def check(config):
     return r.returncode, json.loads(r.stdout)
 
 
+def walk(node, visit):
+    """Calls `visit` on every mapping in a parsed YAML/JSON document."""
+    if isinstance(node, dict):
+        visit(node)
+        for v in node.values():
+            walk(v, visit)
+    elif isinstance(node, list):
+        for v in node:
+            walk(v, visit)
+
+
 def wasm_configs(doc):
     """Every wasm filter config (the `config` of envoy.extensions.filters.http.wasm.v3.Wasm) in a document."""
     found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("@type", "").endswith("filters.http.wasm.v3.Wasm"):
-                found.append(node["config"])
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(doc)
+    walk(doc, lambda n: found.append(n["config"]) if n.get("@type", "").endswith("filters.http.wasm.v3.Wasm") else None)
     return found
 
 
 def listener_buffer_limits(doc):
-    limits = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "per_connection_buffer_limit_bytes" in node:
-                limits.append(node["per_connection_buffer_limit_bytes"])
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(doc)
-    return limits
+    found = []
+    walk(doc, lambda n: found.append(n["per_connection_buffer_limit_bytes"]) if "per_connection_buffer_limit_bytes" in n else None)
+    return found
 
 
 YAML_FILES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "envoy").rglob("*.yaml"))
