@@ -57,6 +57,8 @@ impl RootContext for Root {
         if let Some(ready) = &self.ready {
             ready.1.flush();
         }
+        // Follows runtime changes (admin `/logging?wasm=debug`) within a second.
+        follow_host_log_level();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

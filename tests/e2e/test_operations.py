@@ -1,6 +1,7 @@
 """What an operator sees: refused configs, counters, logs without secrets."""
 
 import json
+import time
 
 import httpx
 
@@ -70,3 +71,18 @@ def test_logs_name_headers_but_never_values(gateway):
     assert "x-maas-tier" in log, "debug logs name the headers"
     assert "x-forwarded-for" in log
     assert secret not in log
+
+
+def test_log_level_follows_envoys_wasm_level_at_runtime(backends):
+    gw = Gateway(backends)
+    try:
+        httpx.post(gw.admin + "/logging?wasm=info", trust_env=False)
+        time.sleep(1.5)  # the filter re-reads the level once a second
+        upstream(gw.chat("llama-3-8b", headers={"x-marker": "quiet"}))
+        httpx.post(gw.admin + "/logging?wasm=debug", trust_env=False)
+        time.sleep(1.5)
+        upstream(gw.chat("gpt-4o"))
+        log = gw.wait_for_log("provider=openai")
+        assert "provider=vllm" not in log, "a debug line was written while wasm was at info"
+    finally:
+        gw.stop()
