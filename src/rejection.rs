@@ -1,7 +1,6 @@
 //! The error a client gets: HTTP status, a stable `code`, and an OpenAI-shaped JSON body
 //! (SPEC §3). Messages may name headers and the model, never a header value.
 
-use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -99,15 +98,15 @@ impl Rejection {
         self.code.status()
     }
 
-    /// `{"error":{"message":…,"type":…,"param":null,"code":…}}`
+    /// `{"error":{"message":…,"type":…,"param":null,"code":…}}`, keys in OpenAI's order.
     pub fn body(&self) -> String {
-        json!({"error": {
-            "message": self.message,
-            "type": self.code.error_type(),
-            "param": null,
-            "code": self.code.as_str(),
-        }})
-        .to_string()
+        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        format!(
+            r#"{{"error":{{"message":{},"type":{},"param":null,"code":{}}}}}"#,
+            quoted(&self.message),
+            quoted(self.code.error_type()),
+            quoted(self.code.as_str())
+        )
     }
 }
 
@@ -133,6 +132,7 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert!(v["error"]["param"].is_null());
         assert_eq!(r.status(), 404);
+        assert!(r.body().starts_with(r#"{"error":{"message":"The model \"x\" is"#), "{}", r.body());
     }
 
     #[test]
