@@ -1,7 +1,6 @@
 //! The error a client gets: HTTP status, a stable `code`, and an OpenAI-shaped JSON body
 //! (SPEC §3). Messages may name headers and the model, never a header value.
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// Provider data is not JSON, not an object, nested too deep, or an entry has the wrong type.
