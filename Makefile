@@ -55,7 +55,7 @@ unit:
 lint: $(WASM)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy --release --target wasm32-unknown-unknown --lib -- -D warnings
+	cargo clippy --release --target wasm32-unknown-unknown -- -D warnings
 
 e2e: build setup $(NOOP_WASM) $(CLI)
 	ENVOY=$(ENVOY) $(VPY) -m pytest tests/e2e -q
