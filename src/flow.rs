@@ -83,16 +83,10 @@ pub fn decide_complete<'p, 'c>(
     headers: &Headers,
     body: Option<impl IntoIterator<Item = &'c [u8]>>,
 ) -> Decision<'p> {
-    let Some(chunks) = body else {
-        return match on_request_headers(policy, headers, true) {
-            AfterHeaders::Decided(decision) => decision,
-            AfterHeaders::ReadBody(read) => read.on_end(policy, headers),
-        };
-    };
-    match on_request_headers(policy, headers, false) {
+    match on_request_headers(policy, headers, body.is_none()) {
         AfterHeaders::Decided(decision) => decision,
         AfterHeaders::ReadBody(mut read) => {
-            for chunk in chunks {
+            for chunk in body.into_iter().flatten() {
                 if let Some(rejection) = read.on_chunk(policy, chunk) {
                     return Decision::Reject(rejection);
                 }

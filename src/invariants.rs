@@ -2,10 +2,11 @@
 //! property tests check each decision against them; the filter itself never calls this.
 
 use crate::blocklist::is_client_auth;
+use crate::config::ClientAuth;
 use crate::decision::{BodyModel, Decision, Headers, Rewrite, SetRule};
 use crate::forwarding::{MAX_FORWARDED, Source};
 use crate::header_syntax::{check_value, is_token};
-use crate::policy::Policy;
+use crate::policy::{Policy, Provider};
 use crate::provider_data;
 use serde_json::Value;
 
@@ -20,7 +21,7 @@ pub fn violations(policy: &Policy, headers: &Headers, body: &BodyModel, decision
 }
 
 fn check_set_headers(policy: &Policy, headers: &Headers, rewrite: &Rewrite, v: &mut Vec<String>) {
-    let provider = rewrite.provider.and_then(|name| policy.providers.iter().find(|p| p.name == name));
+    let provider = provider_of(policy, rewrite);
     let data = provider_data_of(policy, headers);
     let mut from_provider_data = 0;
     for a in &rewrite.set {
@@ -110,6 +111,7 @@ fn check_routing(policy: &Policy, body: &BodyModel, rewrite: &Rewrite, v: &mut V
 
 /// What reaches the upstream: no client-steered routing, control or credential headers.
 fn check_upstream(policy: &Policy, headers: &Headers, rewrite: &Rewrite, v: &mut Vec<String>) {
+    let strips_credentials = provider_of(policy, rewrite).is_none_or(|p| p.client_auth == ClientAuth::Strip);
     for (name, value) in rewrite.apply_to(headers) {
         let lname = name.to_ascii_lowercase();
         let set_by_filter = rewrite.set.iter().any(|a| a.name == lname);
@@ -129,12 +131,14 @@ fn check_upstream(policy: &Policy, headers: &Headers, rewrite: &Rewrite, v: &mut
         if policy.strip_provider_data && policy.is_provider_data_header(&lname) {
             v.push(format!("provider data header {name:?} reached upstream"));
         }
-        let provider = rewrite.provider.and_then(|p| policy.providers.iter().find(|q| q.name == p));
-        let strips = provider.is_none_or(|p| p.client_auth == crate::config::ClientAuth::Strip);
-        if strips && is_client_auth(&lname) {
+        if strips_credentials && is_client_auth(&lname) {
             v.push(format!("client credential {name:?} reached upstream"));
         }
     }
+}
+
+fn provider_of<'p>(policy: &'p Policy, rewrite: &Rewrite) -> Option<&'p Provider> {
+    rewrite.provider.and_then(|name| policy.provider_index(name)).and_then(|i| policy.providers.get(i))
 }
 
 fn provider_data_of(policy: &Policy, headers: &Headers) -> Option<provider_data::ProviderData> {

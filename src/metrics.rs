@@ -98,7 +98,7 @@ impl Metrics {
     }
 
     pub fn forwarded(&self, policy: &Policy, rewrite: &Rewrite) {
-        match rewrite.provider.and_then(|name| policy.providers.iter().position(|p| p.name == name)) {
+        match rewrite.provider.and_then(|name| policy.provider_index(name)) {
             Some(i) => self.add(PROVIDERS + i, 1),
             None => self.add(UNROUTED, 1),
         }

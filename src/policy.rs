@@ -93,6 +93,11 @@ impl Policy {
         !self.providers.is_empty()
     }
 
+    /// Index of the provider called `name` (the name a [`crate::decision::Rewrite`] carries).
+    pub fn provider_index(&self, name: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.name == name)
+    }
+
     pub fn is_provider_data_header(&self, name: &str) -> bool {
         self.provider_data_headers.iter().any(|h| h == name)
     }

@@ -302,6 +302,15 @@ pub fn same_scan(a: &Result<Option<String>, ScanError>, b: &Result<Option<String
     }
 }
 
+/// Whether the scanner's answer `got` is right given serde_json's `expected`: invalid JSON must be
+/// refused (which error comes first may differ); for valid JSON the answers must be the same.
+pub fn scan_agrees(got: &Result<Option<String>, ScanError>, expected: &Result<Option<String>, ScanError>) -> bool {
+    match expected {
+        Err(ScanError::Malformed { .. }) => got.is_err(),
+        _ => same_scan(got, expected),
+    }
+}
+
 /// The values of every top-level `model` key, in order (serde_json decodes the key names).
 struct TopLevelModels;
 
@@ -360,12 +369,7 @@ pub fn check_scan(data: &[u8]) {
     let Some((&cut, doc)) = data.split_first() else { return };
     let Some(expected) = expected_scan(doc) else { return };
     let whole = scan(&[doc]);
-    // Invalid JSON must be refused (which error comes first may differ); valid JSON must agree.
-    let agrees = match expected {
-        Err(ScanError::Malformed { .. }) => whole.is_err(),
-        _ => same_scan(&whole, &expected),
-    };
-    assert!(agrees, "{:?}: {whole:?} vs {expected:?}", String::from_utf8_lossy(doc));
+    assert!(scan_agrees(&whole, &expected), "{:?}: {whole:?} vs {expected:?}", String::from_utf8_lossy(doc));
     let (a, b) = doc.split_at(cut as usize * doc.len() / 255);
     let split = scan(&[a, b]);
     assert!(same_scan(&split, &whole), "split at {}: {split:?} vs {whole:?}", a.len());
