@@ -1,6 +1,6 @@
 //! llm-header-forward: a proxy-wasm filter that forwards per-request provider data to LLM backends
-//! safely. Everything that decides is plain Rust (compiled and tested natively); only `filter` and
-//! `metrics` talk to the host.
+//! safely. Everything that decides is plain Rust (compiled and tested natively); only the host glue in
+//! `wasm/` (proxy-wasm) talks to the host.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod blocklist;
@@ -23,7 +23,6 @@ pub mod invariants;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testkit;
 
+// Host glue: each host's folder only moves bytes between that host and the core above.
 #[cfg(target_arch = "wasm32")]
-mod filter;
-#[cfg(target_arch = "wasm32")]
-mod metrics;
+mod wasm;

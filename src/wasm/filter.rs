@@ -3,9 +3,9 @@
 
 use crate::decision::{Decision, Rewrite};
 use crate::flow::{self, AfterHeaders, BodyRead};
-use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::rejection::{ErrorCode, Rejection};
+use crate::wasm::metrics::Metrics;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
@@ -40,7 +40,7 @@ impl RootContext for Root {
                     policy.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
                 );
                 let metrics = Metrics::define(&policy);
-                if hostcalls::set_tick_period(crate::metrics::FLUSH_PERIOD).is_err() {
+                if hostcalls::set_tick_period(crate::wasm::metrics::FLUSH_PERIOD).is_err() {
                     metrics.without_timer();
                 }
                 self.ready = Some(Rc::new((policy, metrics)));

@@ -1,0 +1,5 @@
+//! Host glue for proxy-wasm (the default, portable build: `.wasm` for Envoy and Istio). It only
+//! moves bytes between the host and the pure core; no rule lives here.
+
+mod filter;
+pub(crate) mod metrics;
