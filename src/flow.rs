@@ -3,7 +3,7 @@
 //! `filter` only moves bytes in and applies the [`Decision`] that comes out.
 
 use crate::decision::{BodyModel, Decision, Headers, Request, decide};
-use crate::model_scan::{MAX_MODEL_BYTES, ModelScanner, ScanError};
+use crate::model_scan::{MAX_DEPTH, MAX_MODEL_BYTES, ModelScanner, ScanError};
 use crate::policy::Policy;
 use crate::rejection::{ErrorCode, Rejection};
 
@@ -121,9 +121,18 @@ fn scan_rejection(e: ScanError) -> Rejection {
         ScanError::Malformed { offset } => {
             Rejection::new(ErrorCode::InvalidJson, format!("The request body is not valid JSON (at byte {offset})"))
         }
+        ScanError::TooDeep { offset } => Rejection::new(
+            ErrorCode::InvalidJson,
+            format!("The request body is nested deeper than {MAX_DEPTH} levels (at byte {offset})"),
+        ),
         ScanError::DuplicateModel => {
             Rejection::new(ErrorCode::DuplicateModel, "The request body has more than one top-level \"model\"")
         }
+        ScanError::ModelCaseVariant => Rejection::new(
+            ErrorCode::DuplicateModel,
+            "The request body has a top-level key that differs from \"model\" only in letter case; \
+             some backends would read it as the model",
+        ),
         ScanError::ModelNotString => Rejection::new(ErrorCode::InvalidModel, "\"model\" must be a string"),
         ScanError::ModelTooLong => {
             Rejection::new(ErrorCode::InvalidModel, format!("\"model\" is longer than {MAX_MODEL_BYTES} bytes"))

@@ -4,11 +4,22 @@
 //! whole document (RFC 8259 grammar, UTF-8, escapes and surrogate pairs), so a body that a backend
 //! would refuse is refused here too, and it decodes only two things: top-level keys (to recognise
 //! `model`, also when written with escapes such as `"mod\u0065l"`) and the `model` value. A second
-//! top-level `model` is an error: the filter and the backend could disagree on which one counts.
+//! top-level `model` is an error: the filter and the backend could disagree on which one counts. So
+//! is any other top-level key equal to `model` under ASCII case folding (`"Model"`, `"MODEL"`,
+//! `"mod\u0065L"`): Go's `encoding/json` and ASP.NET Core match keys case-insensitively, so a
+//! backend could serve that one instead.
 //! Long strings (prompts, base64 images) are skipped eight bytes at a time.
+//!
+//! Memory is fixed whatever the body: the nesting stack is one bit per level for at most
+//! [`MAX_DEPTH`] levels (a body nested deeper is refused when the level past the limit opens, before
+//! the body ends), and the only buffer is the `model` value, at most [`MAX_MODEL_BYTES`].
 
 /// Longest model name accepted: it is sent upstream as a header value.
 pub const MAX_MODEL_BYTES: usize = crate::header_syntax::MAX_VALUE_BYTES;
+
+/// Deepest nesting accepted (the top-level object is level 1). A paused request must cost the VM a
+/// small fixed amount, so the stack has a fixed size; no real request comes close.
+pub const MAX_DEPTH: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanError {
@@ -16,7 +27,13 @@ pub enum ScanError {
     Malformed {
         offset: usize,
     },
+    /// A container opened past [`MAX_DEPTH`]; `offset` is its opening bracket.
+    TooDeep {
+        offset: usize,
+    },
     DuplicateModel,
+    /// A top-level key that is `model` under ASCII case folding but not `model` itself.
+    ModelCaseVariant,
     ModelNotString,
     ModelTooLong,
 }
@@ -100,9 +117,8 @@ const KEY_CAP: usize = 5;
 #[derive(Debug, Clone)]
 pub struct ModelScanner {
     state: State,
-    /// Container kinds, one bit per level (1 = object); the first 64 levels need no allocation.
-    stack_low: u64,
-    stack_high: Vec<u64>,
+    /// Container kinds, one bit per level (1 = object).
+    stack: [u64; MAX_DEPTH / 64],
     depth: usize,
     role: Role,
     escape: Escape,
@@ -133,8 +149,7 @@ impl ModelScanner {
     pub fn new() -> Self {
         ModelScanner {
             state: State::Value,
-            stack_low: 0,
-            stack_high: Vec::new(),
+            stack: [0; MAX_DEPTH / 64],
             depth: 0,
             role: Role::Other,
             escape: Escape::None,
@@ -188,33 +203,25 @@ impl ModelScanner {
         ScanError::Malformed { offset: self.consumed + i }
     }
 
-    fn push(&mut self, object: bool) {
-        let (word, bit) = (self.depth / 64, self.depth % 64);
-        let slot = if word == 0 {
-            &mut self.stack_low
-        } else {
-            if self.stack_high.len() < word {
-                self.stack_high.push(0);
-            }
-            match self.stack_high.get_mut(word - 1) {
-                Some(slot) => slot,
-                None => return,
-            }
+    /// Opens a container at `s[i]`; refused past [`MAX_DEPTH`].
+    fn push(&mut self, object: bool, i: usize) -> Result<(), ScanError> {
+        let Some(slot) = self.stack.get_mut(self.depth / 64) else {
+            return Err(ScanError::TooDeep { offset: self.consumed + i });
         };
+        let bit = 1u64 << (self.depth % 64);
         if object {
-            *slot |= 1 << bit;
+            *slot |= bit;
         } else {
-            *slot &= !(1 << bit);
+            *slot &= !bit;
         }
         self.depth += 1;
+        Ok(())
     }
 
     /// Whether the innermost open container is an object. Only called with `depth > 0`.
     fn in_object(&self) -> bool {
-        let top = self.depth - 1;
-        let (word, bit) = (top / 64, top % 64);
-        let bits = if word == 0 { self.stack_low } else { self.stack_high.get(word - 1).copied().unwrap_or(0) };
-        bits & (1 << bit) != 0
+        let top = self.depth.wrapping_sub(1);
+        self.stack.get(top / 64).is_some_and(|bits| bits & (1 << (top % 64)) != 0)
     }
 
     fn value_done(&mut self) {
@@ -249,11 +256,11 @@ impl ModelScanner {
                     }
                     match b {
                         b'{' => {
-                            self.push(true);
+                            self.push(true, i)?;
                             self.state = State::ObjectStart;
                         }
                         b'[' => {
-                            self.push(false);
+                            self.push(false, i)?;
                             self.state = State::ArrayStart;
                         }
                         b'"' => {
@@ -508,7 +515,10 @@ impl ModelScanner {
             return Ok(());
         }
         self.state = State::Colon;
-        if top_key && self.key_len == KEY_CAP && &self.key == b"model" {
+        if top_key && self.key_len == KEY_CAP && self.key.eq_ignore_ascii_case(b"model") {
+            if &self.key != b"model" {
+                return Err(ScanError::ModelCaseVariant);
+            }
             if self.model_seen {
                 return Err(ScanError::DuplicateModel);
             }
@@ -736,6 +746,29 @@ mod tests {
     }
 
     #[test]
+    fn case_variants_of_model_are_refused_at_the_top_level_only() {
+        for body in [
+            r#"{"model":"llama-3-8b","Model":"gpt-4o"}"#,
+            r#"{"model":"llama-3-8b","MODEL":"gpt-4o"}"#,
+            r#"{"model":"llama-3-8b","mod\u0065L":"gpt-4o"}"#,
+            r#"{"model":"llama-3-8b","\u004dodel":"gpt-4o"}"#,
+            r#"{"Model":"gpt-4o","model":"llama-3-8b"}"#,
+            r#"{"mOdEl":"gpt-4o"}"#,
+            r#"{"MODEL":1,"model":"x"}"#,
+            r#"{"x":[],"modeL":{"a":1},"model":"x"}"#,
+        ] {
+            assert_eq!(scan(body), Err(ScanError::ModelCaseVariant), "{body}");
+        }
+        for body in [
+            r#"{"model":"a","x":{"Model":"b","MODEL":"c"}}"#,
+            r#"{"model":"a","Models":"b","MODE":"c","MODEL_":"d","m\u00f6del":"e"}"#,
+            r#"[{"Model":"b"}]"#,
+        ] {
+            assert_eq!(scan(body).map(|m| m.is_some()), Ok(body.starts_with('{')), "{body}");
+        }
+    }
+
+    #[test]
     fn model_must_be_a_string() {
         for body in
             [r#"{"model":1}"#, r#"{"model":null}"#, r#"{"model":["a"]}"#, r#"{"model":{"a":1}}"#, r#"{"model":true}"#]
@@ -849,15 +882,41 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_and_long_strings() {
-        let depth = 10_000;
-        let deep = format!(r#"{{"model":"deep","x":{}1{}}}"#, "[".repeat(depth), "]".repeat(depth));
-        assert_eq!(scan_chunks(&[deep.as_bytes()]), Ok(Some("deep".into())));
-        let unbalanced = format!(r#"{{"model":"deep","x":{}1{}}}"#, "[".repeat(depth), "]".repeat(depth - 1));
-        assert!(scan_chunks(&[unbalanced.as_bytes()]).is_err());
-        let mixed = format!("{}{}", "{\"a\":[".repeat(100), "]}".repeat(100));
-        assert_eq!(scan_chunks(&[mixed.as_bytes()]), Ok(None));
+    fn nesting_is_bounded_at_max_depth() {
+        // The top-level object is level 1: 255 arrays inside it make 256 levels.
+        let ok = format!(r#"{{"model":"deep","x":{}1{}}}"#, "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        assert_eq!(scan(&ok), Ok(Some("deep".into())));
+        let objects = format!("{}{{}}{}", "{\"a\":".repeat(MAX_DEPTH - 1), "}".repeat(MAX_DEPTH - 1));
+        assert_eq!(scan(&objects), Ok(None));
+        // The 257th level is refused as soon as it opens, whatever follows (here: nothing yet).
+        let prefix = r#"{"model":"deep","x":"#;
+        let open = format!("{prefix}{}", "[".repeat(MAX_DEPTH));
+        let mut s = ModelScanner::new();
+        assert_eq!(s.feed(open.as_bytes()), Err(ScanError::TooDeep { offset: open.len() - 1 }));
+        let mut s = ModelScanner::new();
+        assert_eq!(s.feed(&open.as_bytes()[..open.len() - 1]), Ok(()), "256 levels open, body unfinished");
+        let mixed = format!("{}{}", "{\"a\":[".repeat(200), "]}".repeat(200));
+        assert!(matches!(scan_chunks(&[mixed.as_bytes()]), Err(ScanError::TooDeep { .. })));
+        // Byte by byte, and split anywhere: the same answer.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let bytes: Vec<&[u8]> = deep.as_bytes().chunks(1).collect();
+        assert_eq!(scan_chunks(&bytes), Err(ScanError::TooDeep { offset: MAX_DEPTH }));
+        assert_eq!(scan_chunks(&[deep.as_bytes()]), Err(ScanError::TooDeep { offset: MAX_DEPTH }));
+    }
 
+    #[test]
+    fn the_scanner_has_a_fixed_size() {
+        // Nothing in the scanner grows with the body except `model` (at most MAX_MODEL_BYTES,
+        // allocated only when the client sends that many bytes of model name).
+        assert!(std::mem::size_of::<ModelScanner>() <= 160, "{}", std::mem::size_of::<ModelScanner>());
+        let mut s = ModelScanner::new();
+        let body = format!("{{\"model\":\"m\",\"x\":[{}", "{\"k\":[\"v\"]},".repeat(10_000));
+        s.feed(body.as_bytes()).expect("valid so far");
+        assert!(s.model.capacity() <= 8, "{}", s.model.capacity());
+    }
+
+    #[test]
+    fn long_strings() {
         let text = "lorem ipsum \u{e9}\u{4e2d} \\\"q\\\" ".repeat(50_000);
         let body = format!(r#"{{"messages":[{{"role":"user","content":"{text}"}}],"model":"after-text"}}"#);
         for size in [1, 7, 8, 9, 4096, 65536] {

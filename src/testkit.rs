@@ -259,6 +259,7 @@ fn body(b: &mut Bytes) -> Vec<u8> {
         2 => format!(r#"{{"model":{}}}"#, b.scalar()),
         3 => r#"{"messages":[]}"#.to_string(),
         4 => format!(r#"{{"mod\u0065l":{model},"stream":true}}"#),
+        5 => format!(r#"{{"model":{model},"Mod\u0065L":"gpt-4o"}}"#),
         _ => format!(r#"{{"messages":[{{"role":"user","content":"hi \"model\""}}],"model":{model}}}"#),
     };
     doc.into_bytes()
@@ -275,14 +276,19 @@ pub fn expected_scan(doc: &[u8]) -> Option<Result<Option<String>, ScanError>> {
         return Some(Err(ScanError::Malformed { offset: 0 }));
     }
     let mut de = serde_json::Deserializer::from_slice(doc);
-    let models = de.deserialize_any(TopLevelModels).ok()?;
-    Some(match models.as_slice() {
-        [] => Ok(None),
-        [Value::String(m), ..] if models.len() > 1 && m.len() <= MAX_MODEL_BYTES => Err(ScanError::DuplicateModel),
-        [Value::String(m)] if m.len() <= MAX_MODEL_BYTES => Ok(Some(m.clone())),
-        [Value::String(_), ..] => Err(ScanError::ModelTooLong),
-        _ => Err(ScanError::ModelNotString),
-    })
+    let keys = de.deserialize_any(TopLevelModels).ok()?;
+    // The scanner stops at the first problem in document order.
+    let mut model = None;
+    for key in keys {
+        match key {
+            ModelKey::CaseVariant => return Some(Err(ScanError::ModelCaseVariant)),
+            ModelKey::Exact(_) if model.is_some() => return Some(Err(ScanError::DuplicateModel)),
+            ModelKey::Exact(Value::String(m)) if m.len() <= MAX_MODEL_BYTES => model = Some(m),
+            ModelKey::Exact(Value::String(_)) => return Some(Err(ScanError::ModelTooLong)),
+            ModelKey::Exact(_) => return Some(Err(ScanError::ModelNotString)),
+        }
+    }
+    Some(Ok(model))
 }
 
 /// Scans `doc` split into the given chunks.
@@ -311,45 +317,56 @@ pub fn scan_agrees(got: &Result<Option<String>, ScanError>, expected: &Result<Op
     }
 }
 
-/// The values of every top-level `model` key, in order (serde_json decodes the key names).
+/// A top-level key that is `model` under ASCII case folding (serde_json decodes the key names).
+enum ModelKey {
+    /// `model` itself, with its value.
+    Exact(Value),
+    /// `Model`, `MODEL`, …
+    CaseVariant,
+}
+
+/// Every top-level key that is `model` under ASCII case folding, in order.
 struct TopLevelModels;
 
 impl<'de> Visitor<'de> for TopLevelModels {
-    type Value = Vec<Value>;
+    type Value = Vec<ModelKey>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Value>, A::Error> {
-        let mut models = Vec::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<ModelKey>, A::Error> {
+        let mut keys = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
             if key == "model" {
-                models.push(map.next_value::<Value>()?);
+                keys.push(ModelKey::Exact(map.next_value::<Value>()?));
             } else {
+                if key.eq_ignore_ascii_case("model") {
+                    keys.push(ModelKey::CaseVariant);
+                }
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(models)
+        Ok(keys)
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<ModelKey>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Vec::new())
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Vec<Value>, E> {
+    fn visit_bool<E>(self, _: bool) -> Result<Vec<ModelKey>, E> {
         Ok(Vec::new())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Vec<Value>, E> {
+    fn visit_i64<E>(self, _: i64) -> Result<Vec<ModelKey>, E> {
         Ok(Vec::new())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Vec<Value>, E> {
+    fn visit_u64<E>(self, _: u64) -> Result<Vec<ModelKey>, E> {
         Ok(Vec::new())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Vec<Value>, E> {
+    fn visit_f64<E>(self, _: f64) -> Result<Vec<ModelKey>, E> {
         Ok(Vec::new())
     }
-    fn visit_str<E>(self, _: &str) -> Result<Vec<Value>, E> {
+    fn visit_str<E>(self, _: &str) -> Result<Vec<ModelKey>, E> {
         Ok(Vec::new())
     }
-    fn visit_unit<E>(self) -> Result<Vec<Value>, E> {
+    fn visit_unit<E>(self) -> Result<Vec<ModelKey>, E> {
         Ok(Vec::new())
     }
 }

@@ -2,10 +2,11 @@
 
 import gzip
 import json
+import socket
 
 import pytest
 
-from harness import error_code
+from harness import error_code, upstream
 
 
 def rejected(resp, status, code):
@@ -115,3 +116,49 @@ def test_error_reply_never_echoes_values(gateway):
         r = gateway.chat("llama-3-8b", provider_data=data)
         assert r.status_code == 400
         assert secret not in r.text
+
+
+@pytest.mark.parametrize("variant", ['"Model"', '"MODEL"', '"mod\\u0065L"', '"mOdEl"'])
+@pytest.mark.parametrize("variant_first", [False, True])
+def test_case_variant_of_model_is_refused(gateway, variant, variant_first):
+    """Go's encoding/json and ASP.NET Core match keys case-insensitively (last wins): a backend would
+    serve gpt-4o with the vllm token the filter routed on llama-3-8b."""
+    entries = ['"model":"llama-3-8b"', f'{variant}:"gpt-4o"']
+    if variant_first:
+        entries.reverse()
+    body = "{" + ",".join(entries) + ',"messages":[]}'
+    rejected(gateway.chat(body=body, provider_data={"vllm_api_token": "sk-vllm"}), 400, "duplicate_model")
+
+
+def test_case_variant_of_model_below_the_top_level_is_just_content(gateway):
+    body = '{"model":"llama-3-8b","messages":[{"role":"user","content":"hi","Model":"x","MODEL":"y"}]}'
+    assert upstream(gateway.chat(body=body))["headers"]["x-llm-model"] == ["llama-3-8b"]
+
+
+def test_nesting_up_to_256_levels_is_forwarded(gateway):
+    # The top-level object is level 1; 255 arrays inside it make 256.
+    body = '{"model":"llama-3-8b","x":' + "[" * 255 + "]" * 255 + "}"
+    assert upstream(gateway.chat(body=body))["name"] == "vllm"
+
+
+def test_nesting_past_256_levels_is_refused_before_the_body_ends(gateway):
+    """The 257th level is refused the moment it opens: the scanner's memory is fixed, and a client
+    cannot hold a request open with an ever-deeper body. The body below never ends; the reply
+    arrives anyway."""
+    port = int(gateway.base.rsplit(":", 1)[1])
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n")
+    chunk = b'{"model":"llama-3-8b","x":' + b"[" * 256
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(head + b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            data = s.recv(65536)
+            if not data:
+                break
+            reply += data
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 400"), reply
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"]["code"] == "invalid_json"
+    assert "256 levels" in body["error"]["message"]
