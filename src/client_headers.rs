@@ -25,6 +25,19 @@ pub enum ClientRule<'p> {
     Drop(&'p str),
     /// `client_headers.mode: allowlist` and the name is neither essential nor in `forward`.
     NotAllowlisted,
+    /// A fallback chain: some provider of the chain does not receive this header (or sets it
+    /// itself), so it is held back and restored only for the attempts whose provider accepts it.
+    HeldForAttempts,
+}
+
+impl ClientRule<'_> {
+    /// Rules that remove a header for every provider alike (SPEC §2 "always removes").
+    pub fn is_always(&self) -> bool {
+        matches!(
+            self,
+            ClientRule::ProviderData | ClientRule::Routing | ClientRule::EnvoyControl | ClientRule::AlwaysRemoved
+        )
+    }
 }
 
 impl std::fmt::Display for ClientRule<'_> {
@@ -38,6 +51,9 @@ impl std::fmt::Display for ClientRule<'_> {
             ClientRule::RemoveHeaders(p) => write!(f, "remove_headers {p:?}"),
             ClientRule::Drop(p) => write!(f, "client_headers.drop {p:?}"),
             ClientRule::NotAllowlisted => write!(f, "client_headers.mode: allowlist"),
+            ClientRule::HeldForAttempts => {
+                write!(f, "fallback chain: restored only for attempts whose provider accepts it")
+            }
         }
     }
 }

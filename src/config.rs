@@ -41,6 +41,46 @@ pub struct PluginConfig {
     pub blocked_headers: Vec<String>,
     /// LLM providers, in order: the first whose `models` match serves the request (an exact model name beats any pattern).
     pub providers: Vec<ProviderConfig>,
+    /// Fallback chains (SPEC §8), matched before `providers`: a model served by one provider, then
+    /// another when Envoy retries. Chain names share one namespace with provider names.
+    #[serde(default)]
+    pub fallbacks: Vec<FallbackConfig>,
+    /// `downstream` (the listener's HTTP filter) or `upstream` (in a chain's cluster, before
+    /// `upstream_codec`: fits each retry attempt to its provider).
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// A fallback chain: Envoy tries the attempts in order (retries with `previous_priorities`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// 1-64 letters, digits, '-' and '_'; the routing header's value for requests resolved to this chain.
+    pub name: String,
+    /// Model names and patterns (case-sensitive, `*` and `?`); an exact name in any chain beats any pattern.
+    pub models: Vec<String>,
+    /// Two or more attempts, each naming a different configured provider.
+    pub attempts: Vec<AttemptConfig>,
+}
+
+/// One attempt of a chain.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptConfig {
+    /// The provider this attempt goes to (its endpoints carry it in metadata).
+    pub provider: String,
+    /// Replaces the body's top-level `model` for this attempt (`content-length` follows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Where this instance of the filter runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Downstream,
+    Upstream,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -251,12 +291,21 @@ pub fn parse_partial(bytes: &[u8]) -> (Option<PluginConfig>, Vec<String>) {
     let on_invalid = top.optional("on_invalid");
     let blocked_headers = top.optional("blocked_headers");
     let providers_raw: Option<Vec<Value>> = top.required("providers");
+    let fallbacks_raw: Option<Vec<Value>> = top.optional("fallbacks");
+    let role = top.optional("role");
     top.reject_unknown();
 
     let mut providers = Vec::new();
     for (i, raw) in providers_raw.unwrap_or_default().iter().enumerate() {
         if let Some(p) = parse_provider(raw, &format!("providers[{i}]"), &mut errors) {
             providers.push(p);
+        }
+    }
+    let mut fallbacks = Vec::new();
+    for (i, raw) in fallbacks_raw.unwrap_or_default().iter().enumerate() {
+        match FallbackConfig::deserialize(raw) {
+            Ok(f) => fallbacks.push(f),
+            Err(e) => errors.push(format!("fallbacks[{i}]: {e}")),
         }
     }
     let config = PluginConfig {
@@ -266,6 +315,8 @@ pub fn parse_partial(bytes: &[u8]) -> (Option<PluginConfig>, Vec<String>) {
         on_invalid: on_invalid.unwrap_or_default(),
         blocked_headers: blocked_headers.unwrap_or_default(),
         providers,
+        fallbacks,
+        role: role.unwrap_or_default(),
     };
     (Some(config), errors)
 }

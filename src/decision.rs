@@ -5,7 +5,7 @@
 use crate::client_headers::{ClientRule, removal_rule};
 use crate::forwarding::{self, DropReason, Dropped, Invalid, Source};
 use crate::header_syntax::{ValueProblem, check_value};
-use crate::policy::{Policy, Provider};
+use crate::policy::{Chain, Policy, Provider, Target};
 use crate::provider_data::{self, ProviderDataError};
 use crate::rejection::{ErrorCode, Rejection, quote_name};
 use std::borrow::Cow;
@@ -38,6 +38,12 @@ pub enum Decision<'p> {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rewrite<'p> {
     pub provider: Option<&'p str>,
+    /// The fallback chain the model resolved to (then `provider` is `None`: each attempt's provider
+    /// is decided upstream, [`crate::attempt`]).
+    pub chain: Option<&'p str>,
+    /// For a chain: what the upstream role needs, encoded ([`crate::handover`]); the glue puts it in
+    /// Envoy filter state, never in a header.
+    pub handover: Option<Vec<u8>>,
     pub model: Option<String>,
     /// Client headers removed (each name once), applied before `set`.
     pub remove: Vec<Removal<'p>>,
@@ -93,6 +99,9 @@ impl Rewrite<'_> {
         use std::fmt::Write;
         let mut s =
             format!("provider={} model={:?}", self.provider.unwrap_or("-"), self.model.as_deref().unwrap_or("-"));
+        if let Some(chain) = self.chain {
+            let _ = write!(s, " chain={chain}");
+        }
         for r in &self.remove {
             let _ = write!(s, " -{:?}({})", r.name, r.rule);
         }
@@ -130,10 +139,23 @@ pub fn decide<'p>(policy: &'p Policy, request: &Request) -> Decision<'p> {
 
 fn rewrite<'p>(policy: &'p Policy, request: &Request) -> Result<Rewrite<'p>, Rejection> {
     let provider_data = provider_data_header(policy, request.headers)?;
-    let (provider, model) = resolve(policy, &request.body)?;
+    match resolve(policy, &request.body)? {
+        (Resolved::Chain(chain), model) => crate::chain::judge(policy, chain, model, request.headers, provider_data),
+        (Resolved::Provider(provider), model) => rewrite_for(policy, provider, model, request.headers, provider_data),
+    }
+}
 
+/// The rewrite of a request resolved to `provider` (`None`: no provider, SPEC §3) for `model`:
+/// the single-provider rules of SPEC §2. Fallback chains run it once per provider of the chain.
+pub fn rewrite_for<'p>(
+    policy: &'p Policy,
+    provider: Option<&'p Provider>,
+    model: Option<String>,
+    headers: &Headers,
+    provider_data: Option<(&str, &[u8])>,
+) -> Result<Rewrite<'p>, Rejection> {
     let mut rewrite = Rewrite { provider: provider.map(|p| p.name.as_str()), model, ..Rewrite::default() };
-    for (name, _) in request.headers {
+    for (name, _) in headers {
         let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(name.to_ascii_lowercase())
         } else {
@@ -180,7 +202,10 @@ fn rewrite<'p>(policy: &'p Policy, request: &Request) -> Result<Rewrite<'p>, Rej
 
 /// The one provider-data header present, if any. Two at once (two names, or one name twice) is
 /// ambiguous and rejected.
-fn provider_data_header<'h>(policy: &Policy, headers: &'h Headers) -> Result<Option<(&'h str, &'h [u8])>, Rejection> {
+pub(crate) fn provider_data_header<'h>(
+    policy: &Policy,
+    headers: &'h Headers,
+) -> Result<Option<(&'h str, &'h [u8])>, Rejection> {
     let mut found: Option<(&str, &[u8])> = None;
     for (name, value) in headers {
         if !policy.provider_data_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
@@ -197,22 +222,34 @@ fn provider_data_header<'h>(policy: &Policy, headers: &'h Headers) -> Result<Opt
     Ok(found)
 }
 
-/// The provider and model for the request, or the `unknown_model` rejection.
-fn resolve<'p>(policy: &'p Policy, body: &BodyModel) -> Result<(Option<&'p Provider>, Option<String>), Rejection> {
+/// What serves a request.
+enum Resolved<'p> {
+    /// A provider, or none (Envoy's routes decide).
+    Provider(Option<&'p Provider>),
+    Chain(&'p Chain),
+}
+
+/// The provider or chain and the model for the request, or the `unknown_model` rejection.
+fn resolve<'p>(policy: &'p Policy, body: &BodyModel) -> Result<(Resolved<'p>, Option<String>), Rejection> {
     let provider = |i: usize| policy.providers.get(i);
     let default = policy.default_provider.and_then(provider);
     match body {
-        BodyModel::NotRead => Ok((default, None)),
+        BodyModel::NotRead => Ok((Resolved::Provider(default), None)),
         BodyModel::Absent => match default {
-            Some(p) => Ok((Some(p), None)),
+            Some(p) => Ok((Resolved::Provider(Some(p)), None)),
             None => Err(Rejection::new(ErrorCode::ModelNotFound, "The request body has no \"model\"")),
         },
         BodyModel::Model(model) => {
             if check_value(model.as_bytes()).is_err() {
                 return Err(Rejection::new(ErrorCode::InvalidModel, "\"model\" contains a control character"));
             }
-            match policy.provider_for_model(model).and_then(provider).or(default) {
-                Some(p) => Ok((Some(p), Some(model.clone()))),
+            let resolved = match policy.target_for_model(model) {
+                Some(Target::Chain(i)) => policy.chains.get(i).map(Resolved::Chain),
+                Some(Target::Provider(i)) => provider(i).map(|p| Resolved::Provider(Some(p))),
+                None => None,
+            };
+            match resolved.or(default.map(|p| Resolved::Provider(Some(p)))) {
+                Some(r) => Ok((r, Some(model.clone()))),
                 None => Err(Rejection::new(
                     ErrorCode::ModelNotFound,
                     format!("The model {} does not exist or is not served by this gateway", quote_name(model)),
@@ -222,7 +259,7 @@ fn resolve<'p>(policy: &'p Policy, body: &BodyModel) -> Result<(Option<&'p Provi
     }
 }
 
-fn provider_data_rejection(header: &str, e: ProviderDataError, policy: &Policy) -> Rejection {
+pub(crate) fn provider_data_rejection(header: &str, e: ProviderDataError, policy: &Policy) -> Rejection {
     let h = quote_name(header);
     match e {
         ProviderDataError::TooLarge => Rejection::new(

@@ -126,6 +126,7 @@ pub fn to_json(request: &HttpRequest, decision: &Decision) -> Value {
         Decision::Forward(rw) => json!({
             "outcome": "forwarded",
             "provider": rw.provider,
+            "chain": rw.chain,
             "model": rw.model,
             "removed": rw.remove.iter().map(|r| json!({"header": r.name, "rule": r.rule.to_string()})).collect::<Vec<_>>(),
             "set": rw.set.iter().map(|a| json!({"header": a.name, "value": a.value, "rule": a.rule.to_string()})).collect::<Vec<_>>(),
@@ -150,7 +151,17 @@ pub fn to_text(request: &HttpRequest, decision: &Decision) -> String {
         Decision::Forward(rw) => {
             let _ = writeln!(out, "FORWARDED");
             let _ = writeln!(out, "  model:    {}", rw.model.as_deref().unwrap_or("(none: body not read or no model)"));
-            let _ = writeln!(out, "  provider: {}", rw.provider.unwrap_or("(none: Envoy's own routes decide)"));
+            match rw.chain {
+                Some(chain) => {
+                    let _ = writeln!(
+                        out,
+                        "  chain:    {chain} (each attempt's provider headers are set by the upstream role)"
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "  provider: {}", rw.provider.unwrap_or("(none: Envoy's own routes decide)"));
+                }
+            }
             for r in &rw.remove {
                 let _ = writeln!(out, "  - remove  {:<28} by {}", r.name, r.rule);
             }

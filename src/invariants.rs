@@ -6,7 +6,7 @@ use crate::config::ClientAuth;
 use crate::decision::{BodyModel, Decision, Headers, Rewrite, SetRule};
 use crate::forwarding::{MAX_FORWARDED, Source};
 use crate::header_syntax::{check_value, is_token};
-use crate::policy::{Policy, Provider};
+use crate::policy::{Policy, Provider, Target};
 use crate::provider_data;
 use serde_json::Value;
 
@@ -77,7 +77,21 @@ fn check_routing(policy: &Policy, body: &BodyModel, rewrite: &Rewrite, v: &mut V
         BodyModel::Model(m) => Some(m.as_str()),
         BodyModel::NotRead | BodyModel::Absent => None,
     };
+    let expected_chain = match body {
+        BodyModel::Model(m) => match policy.target_for_model(m) {
+            Some(Target::Chain(i)) => policy.chains.get(i).map(|c| c.name.as_str()),
+            _ => None,
+        },
+        BodyModel::NotRead | BodyModel::Absent => None,
+    };
+    if rewrite.chain != expected_chain {
+        v.push(format!("chain {:?}, expected {expected_chain:?}", rewrite.chain));
+    }
+    if rewrite.chain.is_some() != rewrite.handover.is_some() {
+        v.push("a chain decision without a handover, or a handover without a chain".into());
+    }
     let expected_provider = match body {
+        _ if expected_chain.is_some() => None,
         BodyModel::Model(m) => policy.provider_for_model(m).or(policy.default_provider),
         BodyModel::NotRead | BodyModel::Absent => policy.default_provider,
     }
@@ -91,7 +105,7 @@ fn check_routing(policy: &Policy, body: &BodyModel, rewrite: &Rewrite, v: &mut V
     };
     let provider_values = values(&policy.provider_header);
     let model_values = values(&policy.model_header);
-    match rewrite.provider {
+    match rewrite.provider.or(rewrite.chain) {
         Some(p) => {
             if provider_values != [p] {
                 v.push(format!("provider header set to {provider_values:?}, resolved {p:?}"));
@@ -111,7 +125,14 @@ fn check_routing(policy: &Policy, body: &BodyModel, rewrite: &Rewrite, v: &mut V
 
 /// What reaches the upstream: no client-steered routing, control or credential headers.
 fn check_upstream(policy: &Policy, headers: &Headers, rewrite: &Rewrite, v: &mut Vec<String>) {
-    let strips_credentials = provider_of(policy, rewrite).is_none_or(|p| p.client_auth == ClientAuth::Strip);
+    let chain = rewrite.chain.and_then(|c| policy.chain_index(c)).and_then(|i| policy.chains.get(i));
+    let strips_credentials = match chain {
+        Some(c) => c
+            .attempts
+            .iter()
+            .any(|a| policy.providers.get(a.provider).is_none_or(|p| p.client_auth == ClientAuth::Strip)),
+        None => provider_of(policy, rewrite).is_none_or(|p| p.client_auth == ClientAuth::Strip),
+    };
     for (name, value) in rewrite.apply_to(headers) {
         let lname = name.to_ascii_lowercase();
         let set_by_filter = rewrite.set.iter().any(|a| a.name == lname);

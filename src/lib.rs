@@ -3,19 +3,25 @@
 //! `wasm/` (proxy-wasm) talks to the host.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod attempt;
 pub mod blocklist;
+pub mod chain;
 pub mod client_headers;
 pub mod config;
 pub mod decision;
 pub mod flow;
 pub mod forwarding;
+pub mod handover;
 pub mod header_syntax;
+pub mod model_rewrite;
 pub mod model_scan;
 pub mod policy;
 pub mod provider_data;
 pub mod rejection;
 
 // Tools and test support (the CLI, fuzzing, property tests); never part of the filter.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod attempt_testkit;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod explain;
 #[cfg(not(target_arch = "wasm32"))]

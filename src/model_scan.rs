@@ -135,6 +135,10 @@ pub struct ModelScanner {
     value_is_model: bool,
     model_seen: bool,
     model: Vec<u8>,
+    /// Byte offsets of the top-level `model` value: its opening quote, and just past its closing
+    /// quote once that has been read.
+    model_start: usize,
+    model_end: Option<usize>,
     /// Bytes fed before the current chunk.
     consumed: usize,
 }
@@ -162,6 +166,8 @@ impl ModelScanner {
             value_is_model: false,
             model_seen: false,
             model: Vec::new(),
+            model_start: 0,
+            model_end: None,
             consumed: 0,
         }
     }
@@ -197,6 +203,12 @@ impl ModelScanner {
             return Ok(None);
         }
         String::from_utf8(self.model).map(Some).map_err(|_| ScanError::Malformed { offset: self.consumed })
+    }
+
+    /// Where the top-level `model` value (a string, quotes included) lies in the bytes fed so far:
+    /// `Some((start, end))` once its closing quote has been read.
+    pub fn model_span(&self) -> Option<(usize, usize)> {
+        self.model_end.map(|end| (self.model_start, end))
     }
 
     fn malformed(&self, i: usize) -> ScanError {
@@ -252,6 +264,7 @@ impl ModelScanner {
                             });
                         }
                         self.start_string(Role::Model);
+                        self.model_start = self.consumed + i;
                         return Ok(i + 1);
                     }
                     match b {
@@ -375,7 +388,11 @@ impl ModelScanner {
         }
         while let Some(&b) = s.get(i) {
             i += 1;
+            let model = self.role == Role::Model;
             if self.string_byte(b).map_err(|e| e.unwrap_or(self.malformed(i - 1)))? {
+                if model {
+                    self.model_end = Some(self.consumed + i);
+                }
                 return Ok(i);
             }
             if self.role == Role::Other && self.utf8_need == 0 && self.escape == Escape::None {
@@ -684,6 +701,23 @@ fn skip_plain_swar(s: &[u8], mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_value_span_is_reported_whatever_the_chunking() {
+        let doc = br#"{"messages":[{"model":"x"}], "mod\u0065l" : "ll\u0061ma-3" ,"n":1}"#;
+        let want_start = doc.windows(4).position(|w| w == br#""ll\"#).unwrap_or(0);
+        let want_end = want_start + br#""ll\u0061ma-3""#.len();
+        for cut in 0..=doc.len() {
+            let mut s = ModelScanner::new();
+            s.feed(&doc[..cut]).expect("valid prefix");
+            s.feed(&doc[cut..]).expect("valid rest");
+            assert_eq!(s.model_span(), Some((want_start, want_end)), "cut at {cut}");
+            assert_eq!(s.finish(), Ok(Some("llama-3".into())));
+        }
+        let mut s = ModelScanner::new();
+        s.feed(br#"{"a":1}"#).expect("valid");
+        assert_eq!(s.model_span(), None);
+    }
 
     fn scan_chunks(chunks: &[&[u8]]) -> Result<Option<String>, ScanError> {
         let mut s = ModelScanner::new();

@@ -3,7 +3,9 @@
 //! collected, so an operator sees them all in one log line.
 
 use crate::blocklist::Blocklist;
-use crate::config::{self, ClientAuth, ClientHeaderMode, OnInvalid, PluginConfig, ProviderConfig};
+use crate::config::{
+    self, ClientAuth, ClientHeaderMode, FallbackConfig, OnInvalid, PluginConfig, ProviderConfig, Role,
+};
 use crate::header_syntax::{Pattern, check_value, is_header_pattern, is_token};
 use std::collections::BTreeMap;
 
@@ -24,6 +26,34 @@ pub struct Policy {
     exact_models: BTreeMap<String, usize>,
     /// Wildcard model patterns in provider order.
     model_patterns: Vec<(Pattern, usize)>,
+    /// Where this instance runs (SPEC §8).
+    pub role: Role,
+    /// Fallback chains, matched before providers.
+    pub chains: Vec<Chain>,
+    chain_exact_models: BTreeMap<String, usize>,
+    chain_model_patterns: Vec<(Pattern, usize)>,
+}
+
+/// A fallback chain (SPEC §8): the providers Envoy's retries try, in order.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub name: String,
+    pub attempts: Vec<ChainAttempt>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChainAttempt {
+    /// Index into [`Policy::providers`].
+    pub provider: usize,
+    /// Replaces the body's top-level `model` for this attempt.
+    pub model: Option<String>,
+}
+
+/// What serves a model: one provider, or a fallback chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Provider(usize),
+    Chain(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +115,23 @@ impl Policy {
             return Some(i);
         }
         self.model_patterns.iter().find(|(p, _)| p.matches(model)).map(|&(_, i)| i)
+    }
+
+    /// What serves `model`: a chain first (an exact name in any chain beats any chain pattern; then
+    /// the first chain in order), then a provider as [`Policy::provider_for_model`] says.
+    pub fn target_for_model(&self, model: &str) -> Option<Target> {
+        if let Some(&i) = self.chain_exact_models.get(model) {
+            return Some(Target::Chain(i));
+        }
+        if let Some(&(_, i)) = self.chain_model_patterns.iter().find(|(p, _)| p.matches(model)) {
+            return Some(Target::Chain(i));
+        }
+        self.provider_for_model(model).map(Target::Provider)
+    }
+
+    /// Index of the chain called `name`.
+    pub fn chain_index(&self, name: &str) -> Option<usize> {
+        self.chains.iter().position(|c| c.name == name)
     }
 
     /// Whether any rule depends on the body's model. With no providers every request is handled
@@ -178,6 +225,8 @@ impl TryFrom<PluginConfig> for Policy {
             }
         };
 
+        let (chains, chain_exact_models, chain_model_patterns) = compile_chains(&c.fallbacks, &providers, &mut errors);
+
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -194,15 +243,81 @@ impl TryFrom<PluginConfig> for Policy {
             providers,
             exact_models,
             model_patterns,
+            role: c.role,
+            chains,
+            chain_exact_models,
+            chain_model_patterns,
         })
     }
 }
 
+type CompiledChains = (Vec<Chain>, BTreeMap<String, usize>, Vec<(Pattern, usize)>);
+
+/// Fallback chains (SPEC §8): 2+ attempts naming configured providers, none twice; names share
+/// the providers' namespace.
+fn compile_chains(fallbacks: &[FallbackConfig], providers: &[Provider], errors: &mut Vec<String>) -> CompiledChains {
+    let mut chains: Vec<Chain> = Vec::new();
+    let mut exact = BTreeMap::new();
+    let mut patterns = Vec::new();
+    for (i, f) in fallbacks.iter().enumerate() {
+        let path = format!("fallbacks[{i}] ({:?})", f.name);
+        if !valid_name(&f.name) {
+            errors.push(format!("{path}.name: must be 1-64 characters of letters, digits, '-' and '_'"));
+        }
+        if f.name == "reject" {
+            errors.push(format!("{path}.name: \"reject\" is reserved (routing.unknown_model)"));
+        }
+        if providers.iter().any(|p| p.name == f.name) {
+            errors
+                .push(format!("{path}.name: a provider has the same name (chains and providers share one namespace)"));
+        }
+        if chains.iter().any(|c| c.name == f.name) {
+            errors.push(format!("{path}: duplicate chain name"));
+        }
+        for (j, m) in f.models.iter().enumerate() {
+            if m.is_empty() {
+                errors.push(format!("{path}.models[{j}]: empty model pattern"));
+                continue;
+            }
+            let pattern = Pattern::new(m);
+            if pattern.is_exact() {
+                exact.entry(m.clone()).or_insert(i);
+            } else {
+                patterns.push((pattern, i));
+            }
+        }
+        if f.attempts.len() < 2 {
+            errors.push(format!("{path}.attempts: a chain needs 2 or more attempts"));
+        }
+        let mut attempts: Vec<ChainAttempt> = Vec::new();
+        for (j, a) in f.attempts.iter().enumerate() {
+            let at = format!("{path}.attempts[{j}]");
+            let Some(provider) = providers.iter().position(|p| p.name == a.provider) else {
+                errors.push(format!("{at}.provider: {:?} is not a configured provider", a.provider));
+                continue;
+            };
+            if attempts.iter().any(|x| x.provider == provider) {
+                errors.push(format!("{at}.provider: {:?} appears twice in the chain", a.provider));
+            }
+            if let Some(model) = &a.model
+                && (model.is_empty() || check_value(model.as_bytes()).is_err())
+            {
+                errors.push(format!("{at}.model: must be non-empty, without control characters, at most 8192 bytes"));
+            }
+            attempts.push(ChainAttempt { provider, model: a.model.clone() });
+        }
+        chains.push(Chain { name: f.name.clone(), attempts });
+    }
+    (chains, exact, patterns)
+}
+
+/// A provider or chain name: it is sent as a header value and used in metric names.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn compile_provider(p: &ProviderConfig, path: &str, blocklist: &Blocklist, errors: &mut Vec<String>) -> Provider {
-    if p.name.is_empty()
-        || p.name.len() > 64
-        || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !valid_name(&p.name) {
         errors.push(format!(
             "{path}.name: must be 1-64 characters of letters, digits, '-' and '_' (it is sent as a header value and used in metric names)"
         ));

@@ -22,10 +22,13 @@ pub enum ErrorCode {
     UnsupportedContentEncoding,
     /// The filter could not read the request from Envoy.
     InternalError,
+    /// The upstream role cannot fit this attempt to a provider of the request's fallback chain
+    /// (endpoint without provider metadata, provider outside the chain, missing handover).
+    FallbackMisconfigured,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::InvalidProviderData,
         ErrorCode::ProviderDataTooLarge,
         ErrorCode::ConflictingProviderData,
@@ -41,6 +44,7 @@ impl ErrorCode {
         ErrorCode::RequestTooLarge,
         ErrorCode::UnsupportedContentEncoding,
         ErrorCode::InternalError,
+        ErrorCode::FallbackMisconfigured,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl ErrorCode {
             ErrorCode::RequestTooLarge => "request_too_large",
             ErrorCode::UnsupportedContentEncoding => "unsupported_content_encoding",
             ErrorCode::InternalError => "internal_error",
+            ErrorCode::FallbackMisconfigured => "fallback_misconfigured",
         }
     }
 
@@ -70,13 +75,14 @@ impl ErrorCode {
             ErrorCode::UnsupportedContentEncoding => 415,
             ErrorCode::ProviderDataTooLarge => 431,
             ErrorCode::InternalError => 500,
+            ErrorCode::FallbackMisconfigured => 502,
             _ => 400,
         }
     }
 
     fn error_type(self) -> &'static str {
         match self {
-            ErrorCode::InternalError => "server_error",
+            ErrorCode::InternalError | ErrorCode::FallbackMisconfigured => "server_error",
             _ => "invalid_request_error",
         }
     }

@@ -76,11 +76,27 @@ mod cli {
                     println!("{}", json!({"valid": result.is_ok(), "problems": problems}));
                 } else {
                     match &result {
-                        Ok(p) => println!(
-                            "configuration is valid: {} provider(s): {}",
-                            p.providers.len(),
-                            p.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-                        ),
+                        Ok(p) => {
+                            println!(
+                                "configuration is valid: {} provider(s): {}",
+                                p.providers.len(),
+                                p.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                            );
+                            for c in &p.chains {
+                                let attempts: Vec<String> = c
+                                    .attempts
+                                    .iter()
+                                    .map(|a| {
+                                        let name = p.providers.get(a.provider).map_or("?", |p| p.name.as_str());
+                                        match &a.model {
+                                            Some(m) => format!("{name} (model {m})"),
+                                            None => name.to_string(),
+                                        }
+                                    })
+                                    .collect();
+                                println!("fallback chain {}: {}", c.name, attempts.join(" -> "));
+                            }
+                        }
                         Err(e) => {
                             println!("configuration is invalid ({} problem(s)):", e.0.len());
                             for problem in &e.0 {

@@ -3,6 +3,7 @@
 
 use crate::decision::{Decision, Rewrite};
 use crate::flow::{self, AfterHeaders, BodyRead};
+use crate::handover::HANDOVER_KEY;
 use crate::policy::Policy;
 use crate::rejection::{ErrorCode, Rejection};
 use crate::wasm::metrics::Metrics;
@@ -165,6 +166,17 @@ fn apply(policy: &Policy, metrics: &Metrics, decision: Decision) -> Action {
     match decision {
         Decision::Reject(rejection) => reject(Some(metrics), rejection),
         Decision::Forward(rewrite) => {
+            // A chain request: the upstream role reads what the attempts need from filter state
+            // (never a header: the header map is shared by every attempt). Without it every
+            // attempt would be refused, so fail now.
+            if let Some(handover) = &rewrite.handover
+                && hostcalls::set_property(vec![HANDOVER_KEY], Some(handover)).is_err()
+            {
+                return reject(
+                    Some(metrics),
+                    internal("cannot hand the fallback chain's state to the upstream filter"),
+                );
+            }
             rewrite_headers(&rewrite);
             metrics.forwarded(policy, &rewrite);
             metrics.request_done();
