@@ -5,9 +5,11 @@ use crate::header_syntax::{Pattern, first_match};
 
 /// Core blocklist, exact names. Pseudo-headers (`:…`) and the prefixes below are blocked too.
 pub const CORE_NAMES: &[&str] = &[
+    // Framing and connection handling.
     "host",
     "content-type",
     "content-length",
+    "content-encoding",
     "transfer-encoding",
     "connection",
     "keep-alive",
@@ -16,17 +18,37 @@ pub const CORE_NAMES: &[&str] = &[
     "te",
     "trailer",
     "expect",
+    "max-forwards",
+    "via",
+    // Session and proxy credentials.
     "cookie",
     "set-cookie",
-    "forwarded",
     "proxy-authorization",
+    // Who the client is: set by Envoy or by a trusted proxy, never by the client.
+    "forwarded",
+    "x-forwarded",
     "x-real-ip",
     "cf-connecting-ip",
     "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "x-request-id",
+    // What the backend should do instead of what the request line says.
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-middleware-subrequest",
 ];
 
 /// Core blocklist, prefixes: the forwarding headers Envoy maintains and Envoy's control headers.
 pub const CORE_PREFIXES: &[&str] = &["x-forwarded-", "x-envoy-"];
+
+/// Client-sent headers that claim who the client is and that Envoy does not manage: removed from
+/// every request, like `cookie` (Envoy owns `x-forwarded-*` and `x-request-id`).
+pub const CLIENT_IDENTITY_NAMES: &[&str] =
+    &["forwarded", "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-client-ip", "client-ip"];
 
 /// Headers that carry the client's own credentials (LiteLLM's list). `client_auth: strip` removes
 /// them; provider data can set `authorization` only through an explicit `forward_headers` mapping.
@@ -89,6 +111,11 @@ impl Blocklist {
         CORE_PREFIXES.iter().find(|p| name.starts_with(**p)).map(|p| BlockedBy::Core(p))
     }
 
+    /// One of the two routing headers (`name` lowercase).
+    pub fn is_routing_header(&self, name: &str) -> bool {
+        self.routing_headers.iter().any(|h| h == name)
+    }
+
     /// `name` must be lowercase.
     pub fn check(&self, name: &str) -> Option<BlockedBy<'_>> {
         if let Some(b) = Self::core(name) {
@@ -124,8 +151,56 @@ mod tests {
         assert_eq!(b.check("x-forwarded-for"), Some(BlockedBy::Core("x-forwarded-")));
         assert_eq!(b.check("x-envoy-upstream-rq-timeout-ms"), Some(BlockedBy::Core("x-envoy-")));
         assert_eq!(b.check("proxy-authorization"), Some(BlockedBy::Core("proxy-authorization")));
-        for n in CORE_NAMES {
+        assert_eq!(b.check("x-forwarded"), Some(BlockedBy::Core("x-forwarded")), "the x-forwarded- prefix misses it");
+        for n in CORE_NAMES.iter().chain(CLIENT_IDENTITY_NAMES) {
             assert!(b.check(n).is_some(), "{n}");
+        }
+    }
+
+    /// SPEC §4, name by name: each one is blocked.
+    #[test]
+    fn every_spec_name_is_blocked() {
+        for name in [
+            "host",
+            "content-type",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "upgrade",
+            "te",
+            "trailer",
+            "expect",
+            "cookie",
+            "set-cookie",
+            "forwarded",
+            "proxy-authorization",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded",
+            "x-real-ip",
+            "cf-connecting-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "client-ip",
+            "x-envoy-original-path",
+            "content-encoding",
+            "via",
+            "max-forwards",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-request-id",
+            "x-middleware-subrequest",
+            ":path",
+        ] {
+            assert!(Blocklist::core(name).is_some(), "{name}");
+        }
+        for allowed in ["x-forwardedx", "vias", "x-request", "x-http", "content-language", "x-client"] {
+            assert_eq!(Blocklist::core(allowed), None, "{allowed}");
         }
     }
 

@@ -1,9 +1,9 @@
 //! Which headers the client itself sent are removed before the request goes upstream
 //! (SPEC §2 `client_headers`, `client_auth`, `remove_headers`, §3 for requests without a provider).
 
-use crate::blocklist::is_client_auth;
+use crate::blocklist::{CLIENT_IDENTITY_NAMES, is_client_auth};
 use crate::config::{ClientAuth, ClientHeaderMode};
-use crate::header_syntax::first_match;
+use crate::header_syntax::{Pattern, first_match};
 use crate::policy::{Policy, Provider};
 
 /// The rule that removed a client header.
@@ -17,6 +17,8 @@ pub enum ClientRule<'p> {
     EnvoyControl,
     /// `cookie` and `proxy-authorization`: never forwarded.
     AlwaysRemoved,
+    /// A header claiming who the client is that Envoy does not manage (`forwarded`, `x-real-ip`, …).
+    ClientIdentity,
     /// The client's own credentials (`client_auth: strip`, or no provider resolved).
     ClientAuth,
     /// The provider's `remove_headers` pattern.
@@ -47,6 +49,7 @@ impl std::fmt::Display for ClientRule<'_> {
             ClientRule::Routing => write!(f, "routing header (set only by the filter)"),
             ClientRule::EnvoyControl => write!(f, "x-envoy-* (Envoy control header)"),
             ClientRule::AlwaysRemoved => write!(f, "always removed"),
+            ClientRule::ClientIdentity => write!(f, "client identity header (always removed)"),
             ClientRule::ClientAuth => write!(f, "client_auth: strip"),
             ClientRule::RemoveHeaders(p) => write!(f, "remove_headers {p:?}"),
             ClientRule::Drop(p) => write!(f, "client_headers.drop {p:?}"),
@@ -60,7 +63,7 @@ impl std::fmt::Display for ClientRule<'_> {
 
 /// Names the filter leaves to Envoy: framing, host, the forwarding headers Envoy maintains and
 /// the hop-by-hop headers Envoy's codecs handle.
-fn left_to_envoy(name: &str) -> bool {
+pub fn left_to_envoy(name: &str) -> bool {
     name.starts_with(':')
         || name.starts_with("x-forwarded-")
         || matches!(
@@ -80,6 +83,40 @@ fn left_to_envoy(name: &str) -> bool {
         )
 }
 
+/// Whether every name `pattern` (lowercase) can match is [`left_to_envoy`]: a
+/// `remove_headers`, `client_headers.drop` or `client_headers.forward` entry like that would never
+/// be applied, so it is a configuration error.
+pub fn only_left_to_envoy(pattern: &Pattern) -> bool {
+    let text = pattern.as_str();
+    match text.find(['*', '?']) {
+        None => left_to_envoy(text),
+        Some(wildcard) => {
+            let literal = &text[..wildcard];
+            literal.starts_with(':') || literal.starts_with("x-forwarded-")
+        }
+    }
+}
+
+/// Whether every name `pattern` (lowercase) can match is removed from the client's headers
+/// whatever the provider says (routing and provider-data headers aside, which the caller knows):
+/// a `client_headers.forward` entry like that would never be applied.
+pub fn only_always_removed(pattern: &Pattern) -> bool {
+    let text = pattern.as_str();
+    match text.find(['*', '?']) {
+        None => text.starts_with("x-envoy-") || always_removed(text).is_some(),
+        Some(wildcard) => text[..wildcard].starts_with("x-envoy-"),
+    }
+}
+
+/// `cookie`, `proxy-authorization` and the client identity headers: removed in every mode, with
+/// or without a provider.
+fn always_removed(name: &str) -> Option<ClientRule<'static>> {
+    if name == "cookie" || name == "proxy-authorization" {
+        return Some(ClientRule::AlwaysRemoved);
+    }
+    CLIENT_IDENTITY_NAMES.contains(&name).then_some(ClientRule::ClientIdentity)
+}
+
 /// Kept in `allowlist` mode without being listed in `forward` (unless a `drop` pattern matches).
 fn allowlist_essential(name: &str) -> bool {
     matches!(name, "accept" | "accept-encoding" | "user-agent" | "traceparent" | "tracestate")
@@ -97,8 +134,8 @@ pub fn removal_rule<'p>(policy: &'p Policy, provider: Option<&'p Provider>, name
     if name.starts_with("x-envoy-") {
         return Some(ClientRule::EnvoyControl);
     }
-    if name == "cookie" || name == "proxy-authorization" {
-        return Some(ClientRule::AlwaysRemoved);
+    if let Some(rule) = always_removed(name) {
+        return Some(rule);
     }
     if left_to_envoy(name) {
         return None;
@@ -155,6 +192,9 @@ mod tests {
             assert_eq!(rule(&p, provider, "x-envoy-upstream-rq-timeout-ms"), Some(ClientRule::EnvoyControl));
             assert_eq!(rule(&p, provider, "cookie"), Some(ClientRule::AlwaysRemoved));
             assert_eq!(rule(&p, provider, "proxy-authorization"), Some(ClientRule::AlwaysRemoved));
+            for identity in CLIENT_IDENTITY_NAMES {
+                assert_eq!(rule(&p, provider, identity), Some(ClientRule::ClientIdentity), "{identity} {provider:?}");
+            }
             for kept in [":path", "host", "content-type", "content-length", "x-forwarded-for", "x-request-id"] {
                 assert_eq!(rule(&p, provider, kept), None, "{kept} {provider:?}");
             }
@@ -162,6 +202,22 @@ mod tests {
         assert_eq!(rule(&p, None, "authorization"), Some(ClientRule::ClientAuth));
         assert_eq!(rule(&p, None, "x-api-key"), Some(ClientRule::ClientAuth));
         assert_eq!(rule(&p, None, "x-anything"), None);
+    }
+
+    #[test]
+    fn patterns_that_could_never_apply() {
+        for p in ["x-forwarded-for", "X-Forwarded-*", "x-forwarded-?", "x-request-id", "host", ":path", ":*", "te"] {
+            assert!(only_left_to_envoy(&Pattern::header(p)), "{p}");
+        }
+        for p in ["x-*", "*", "x-forwarded", "x-forward*", "x-request-*", "x-stainless-*", "hos?"] {
+            assert!(!only_left_to_envoy(&Pattern::header(p)), "{p}");
+        }
+        for p in ["cookie", "proxy-authorization", "x-real-ip", "forwarded", "x-envoy-*", "X-Envoy-Retry-On"] {
+            assert!(only_always_removed(&Pattern::header(p)), "{p}");
+        }
+        for p in ["x-*", "x-env*", "cookies", "authorization"] {
+            assert!(!only_always_removed(&Pattern::header(p)), "{p}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The guarantees every decision keeps, whatever the request (SECURITY.md). Fuzz targets and
 //! property tests check each decision against them; the filter itself never calls this.
 
-use crate::blocklist::is_client_auth;
+use crate::blocklist::{CLIENT_IDENTITY_NAMES, is_client_auth};
 use crate::config::ClientAuth;
 use crate::decision::{BodyModel, Decision, Headers, Rewrite, SetRule};
 use crate::forwarding::{MAX_FORWARDED, Source};
@@ -146,7 +146,11 @@ fn check_upstream(policy: &Policy, headers: &Headers, rewrite: &Rewrite, v: &mut
         if policy.is_routing_header(&lname) {
             v.push(format!("client's routing header {name:?} reached upstream"));
         }
-        if lname.starts_with("x-envoy-") || lname == "cookie" || lname == "proxy-authorization" {
+        if lname.starts_with("x-envoy-")
+            || lname == "cookie"
+            || lname == "proxy-authorization"
+            || CLIENT_IDENTITY_NAMES.contains(&lname.as_str())
+        {
             v.push(format!("client's {name:?} reached upstream"));
         }
         if policy.strip_provider_data && policy.is_provider_data_header(&lname) {

@@ -2,7 +2,8 @@
 //! providers indexed by exact model name. Built once in `on_configure`; every semantic problem is
 //! collected, so an operator sees them all in one log line.
 
-use crate::blocklist::Blocklist;
+use crate::blocklist::{Blocklist, is_client_auth};
+use crate::client_headers::{only_always_removed, only_left_to_envoy};
 use crate::config::{
     self, ClientAuth, ClientHeaderMode, FallbackConfig, OnInvalid, PluginConfig, ProviderConfig, Role,
 };
@@ -367,6 +368,36 @@ fn compile_provider(p: &ProviderConfig, path: &str, blocklist: &Blocklist, error
     }
 
     let remove_headers = header_patterns(&p.remove_headers, &format!("{path}.remove_headers"), errors);
+    let client_forward = header_patterns(&p.client_headers.forward, &format!("{path}.client_headers.forward"), errors);
+    let client_drop = header_patterns(&p.client_headers.drop, &format!("{path}.client_headers.drop"), errors);
+    // A rule the filter would never apply is an error, not a silent no-op.
+    for (field, patterns) in [
+        ("remove_headers", &remove_headers),
+        ("client_headers.drop", &client_drop),
+        ("client_headers.forward", &client_forward),
+    ] {
+        for pattern in patterns {
+            if only_left_to_envoy(pattern) {
+                errors.push(format!(
+                    "{path}.{field}: {:?} names a header Envoy owns (framing, host, x-forwarded-*, x-request-id); \
+                     the filter never touches it: configure Envoy instead",
+                    pattern.as_str()
+                ));
+            }
+        }
+    }
+    for pattern in &client_forward {
+        let name = pattern.as_str();
+        if only_always_removed(pattern) || blocklist.is_routing_header(name) {
+            errors.push(format!(
+                "{path}.client_headers.forward: {name:?} is always removed from the client's headers; it is never forwarded"
+            ));
+        } else if is_client_auth(name) {
+            errors.push(format!(
+                "{path}.client_headers.forward: {name:?} is a client credential: client_auth alone decides whether it is forwarded"
+            ));
+        }
+    }
     for (name, _) in &set_headers {
         if let Some(r) = remove_headers.iter().find(|r| r.matches(name)) {
             errors.push(format!("{path}: {name:?} is in set_headers and matches remove_headers {:?}", r.as_str()));
@@ -380,8 +411,8 @@ fn compile_provider(p: &ProviderConfig, path: &str, blocklist: &Blocklist, error
         extra_headers: header_patterns(&p.extra_headers, &format!("{path}.extra_headers"), errors),
         generic_extra_headers: p.generic_extra_headers,
         client_mode: p.client_headers.mode,
-        client_forward: header_patterns(&p.client_headers.forward, &format!("{path}.client_headers.forward"), errors),
-        client_drop: header_patterns(&p.client_headers.drop, &format!("{path}.client_headers.drop"), errors),
+        client_forward,
+        client_drop,
         client_auth: p.client_auth,
         set_headers,
         remove_headers,
@@ -524,6 +555,35 @@ mod tests {
         assert!(
             problems(r#"{"providers":[{"name":"a","models":["m"],"set_headers":{"proxy-authorization":"x"}}]}"#)
                 .contains("core blocklist")
+        );
+    }
+
+    #[test]
+    fn rules_the_filter_would_never_apply_are_errors() {
+        let msg = problems(
+            r#"{"providers":[{"name":"a","models":["m"],
+                "remove_headers":["X-Forwarded-For","x-ok"],
+                "client_headers":{"mode":"allowlist","drop":["x-request-id","x-forwarded-*"],
+                                  "forward":["host","cookie","x-real-ip","x-envoy-*","x-llm-provider","authorization","x-*"]}}]}"#,
+        );
+        for needle in [
+            "remove_headers: \"x-forwarded-for\" names a header Envoy owns",
+            "client_headers.drop: \"x-request-id\" names a header Envoy owns",
+            "client_headers.drop: \"x-forwarded-*\" names a header Envoy owns",
+            "client_headers.forward: \"host\" names a header Envoy owns",
+            "forward: \"cookie\" is always removed",
+            "forward: \"x-real-ip\" is always removed",
+            "forward: \"x-envoy-*\" is always removed",
+            "forward: \"x-llm-provider\" is always removed",
+            "forward: \"authorization\" is a client credential",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in {msg}");
+        }
+        assert!(msg.starts_with("9 configuration problems"), "{msg}");
+        // Patterns that also cover headers the filter does decide are fine.
+        policy(
+            r#"{"providers":[{"name":"a","models":["m"],"remove_headers":["x-forward*"],
+                "client_headers":{"mode":"allowlist","forward":["x-*","*"],"drop":["x-*"]}}]}"#,
         );
     }
 

@@ -64,3 +64,21 @@ def lab(backends):
     gw = Gateway(backends, LAB_CONFIG)
     yield gw
     gw.stop()
+
+
+# An operator who lets provider data add any header (`extra_headers: ["*"]`): the core blocklist is
+# all that stands between the client and the backend's framing, identity and method headers.
+WILDCARD_CONFIG = {
+    "providers": [
+        {"name": "vllm", "models": ["llama-*"], "extra_headers": ["*"],
+         "forward_headers": {"vllm_api_token": {"header": "authorization", "prefix": "Bearer "}, "n": "x-n"}},
+        {"name": "openai", "models": ["gpt-*"], "extra_headers": ["x-*"]},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def wildcard(backends):
+    gw = Gateway(backends, WILDCARD_CONFIG)
+    yield gw
+    gw.stop()

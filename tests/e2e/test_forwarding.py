@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from harness import upstream
 
 
@@ -142,3 +144,24 @@ def test_concurrent_requests_never_see_each_others_tokens(gateway):
         assert backend == provider
         assert got == [expected]
         assert tokens == [expected], f"{provider} saw {tokens}"
+
+
+IDENTITY = {"Forwarded": "for=6.6.6.6;proto=https", "X-Real-IP": "6.6.6.6", "True-Client-IP": "6.6.6.6",
+            "CF-Connecting-IP": "6.6.6.6", "x-client-ip": "6.6.6.6", "CLIENT-IP": "6.6.6.6"}
+
+
+@pytest.mark.parametrize("model", ["llama-3-8b", "gpt-4o", "claude-3-5-sonnet"])
+def test_client_identity_headers_never_reach_the_backend(gateway, model):
+    """A backend that trusts `x-real-ip` & co. (rate limits, audit logs, allowlists) must not get
+    the client's own claim. Every mode: vllm and openai keep all client headers, anthropic is an
+    allowlist."""
+    up = upstream(gateway.chat(model, headers=IDENTITY))
+    for name in IDENTITY:
+        assert name.lower() not in up["headers"], name
+    assert "6.6.6.6" not in str(up["headers"])
+
+
+def test_client_identity_headers_are_removed_without_a_provider(gateway):
+    up = upstream(gateway.client.get("/v1/models", headers=IDENTITY))
+    for name in IDENTITY:
+        assert name.lower() not in up["headers"], name

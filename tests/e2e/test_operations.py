@@ -86,3 +86,21 @@ def test_log_level_follows_envoys_wasm_level_at_runtime(backends):
         assert "provider=vllm" not in log, "a debug line was written while wasm was at info"
     finally:
         gw.stop()
+
+
+def test_rules_the_filter_would_never_apply_are_config_errors(backends):
+    """`x-forwarded-*`, `x-request-id`, host and framing belong to Envoy: a rule naming them used to
+    be accepted and silently ignored. Now Envoy refuses the config, naming every such rule."""
+    bad = {"providers": [
+        {"name": "vllm", "models": ["llama-*"], "remove_headers": ["X-Forwarded-For"],
+         "client_headers": {"mode": "allowlist", "drop": ["x-request-id"], "forward": ["x-forwarded-*", "host", "x-real-ip"]}},
+    ]}
+    failure = run_envoy_expecting_failure(backends, bad)
+    line = next(l for l in failure.splitlines() if "invalid plugin configuration" in l)
+    assert "5 configuration problems" in line, line
+    for problem in ['remove_headers: \\"x-forwarded-for\\" names a header Envoy owns',
+                    'client_headers.drop: \\"x-request-id\\" names a header Envoy owns',
+                    'client_headers.forward: \\"x-forwarded-*\\" names a header Envoy owns',
+                    'client_headers.forward: \\"host\\" names a header Envoy owns',
+                    'client_headers.forward: \\"x-real-ip\\" is always removed']:
+        assert problem.replace('\\"', '"') in line or problem in line, f"{problem!r} missing from: {line}"
