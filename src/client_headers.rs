@@ -37,7 +37,11 @@ impl ClientRule<'_> {
     pub fn is_always(&self) -> bool {
         matches!(
             self,
-            ClientRule::ProviderData | ClientRule::Routing | ClientRule::EnvoyControl | ClientRule::AlwaysRemoved
+            ClientRule::ProviderData
+                | ClientRule::Routing
+                | ClientRule::EnvoyControl
+                | ClientRule::AlwaysRemoved
+                | ClientRule::ClientIdentity
         )
     }
 }
