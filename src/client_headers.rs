@@ -30,6 +30,8 @@ pub enum ClientRule<'p> {
     /// A fallback chain: some provider of the chain does not receive this header (or sets it
     /// itself), so it is held back and restored only for the attempts whose provider accepts it.
     HeldForAttempts,
+    /// `client_headers.rename`: kept, but reaches the provider under the name `to`.
+    Renamed { to: &'p str },
 }
 
 impl ClientRule<'_> {
@@ -61,6 +63,7 @@ impl std::fmt::Display for ClientRule<'_> {
             ClientRule::HeldForAttempts => {
                 write!(f, "fallback chain: restored only for attempts whose provider accepts it")
             }
+            ClientRule::Renamed { to } => write!(f, "client_headers.rename to {to:?}"),
         }
     }
 }
@@ -147,8 +150,10 @@ pub fn removal_rule<'p>(policy: &'p Policy, provider: Option<&'p Provider>, name
     let Some(p) = provider else {
         return is_client_auth(name).then_some(ClientRule::ClientAuth);
     };
-    if is_client_auth(name) && p.client_auth == ClientAuth::Strip {
-        return Some(ClientRule::ClientAuth);
+    // `client_auth` alone decides the client's credentials, in both modes: `drop`, `forward` and
+    // `remove_headers` patterns (`x-*` matches `x-api-key`) never change what it says.
+    if is_client_auth(name) {
+        return (p.client_auth == ClientAuth::Strip).then_some(ClientRule::ClientAuth);
     }
     if let Some(pattern) = first_match(&p.remove_headers, name) {
         return Some(ClientRule::RemoveHeaders(pattern.as_str()));
@@ -158,10 +163,7 @@ pub fn removal_rule<'p>(policy: &'p Policy, provider: Option<&'p Provider>, name
     }
     let kept = match p.client_mode {
         ClientHeaderMode::All => true,
-        // Bring-your-own-key credentials survive the allowlist: `client_auth: forward` asks for them.
-        ClientHeaderMode::Allowlist => {
-            allowlist_essential(name) || is_client_auth(name) || first_match(&p.client_forward, name).is_some()
-        }
+        ClientHeaderMode::Allowlist => allowlist_essential(name) || first_match(&p.client_forward, name).is_some(),
     };
     (!kept).then_some(ClientRule::NotAllowlisted)
 }
@@ -173,9 +175,10 @@ mod tests {
     fn policy() -> Policy {
         Policy::from_json(
             br#"{"providers":[
-                {"name":"all","models":["a"],"remove_headers":["x-secret"]},
+                {"name":"all","models":["a"],"remove_headers":["x-secret"],"client_headers":{"mode":"all"}},
                 {"name":"allow","models":["b"],"client_headers":{"mode":"allowlist","forward":["x-*","anthropic-beta"],"drop":["x-stainless-*","user-agent"]}},
-                {"name":"byok","models":["c"],"client_auth":"forward","client_headers":{"mode":"allowlist"}}
+                {"name":"byok","models":["c"],"client_auth":"forward","client_headers":{"mode":"allowlist","drop":["x-*"]},"remove_headers":["api-key"]},
+                {"name":"default","models":["d"]}
             ]}"#,
         )
         .expect("valid")
@@ -254,6 +257,26 @@ mod tests {
         assert_eq!(rule(&p, Some(2), "authorization"), None);
         assert_eq!(rule(&p, Some(2), "x-api-key"), None);
         assert_eq!(rule(&p, Some(2), "proxy-authorization"), Some(ClientRule::AlwaysRemoved));
-        assert_eq!(rule(&p, Some(2), "x-custom"), Some(ClientRule::NotAllowlisted));
+        assert_eq!(rule(&p, Some(2), "x-api-key"), None, "client_auth alone decides, not drop \"x-*\"");
+        assert_eq!(rule(&p, Some(2), "api-key"), None, "client_auth alone decides, not remove_headers");
+        assert_eq!(rule(&p, Some(2), "x-custom"), Some(ClientRule::Drop("x-*")));
+        assert_eq!(rule(&p, Some(2), "openai-organization"), Some(ClientRule::NotAllowlisted));
+    }
+
+    #[test]
+    fn the_default_is_litellms_rule_x_headers_only_never_stainless_or_vendor_headers() {
+        let p = policy();
+        assert_eq!(rule(&p, Some(3), "x-custom"), None);
+        assert_eq!(rule(&p, Some(3), "X-Trace-Id".to_ascii_lowercase().as_str()), None);
+        assert_eq!(rule(&p, Some(3), "x-stainless-retry-count"), Some(ClientRule::Drop("x-stainless-*")));
+        for vendor in ["openai-organization", "openai-project", "anthropic-version", "anthropic-beta", "openai-beta"] {
+            assert_eq!(rule(&p, Some(3), vendor), Some(ClientRule::NotAllowlisted), "{vendor}");
+        }
+        for essential in ["accept", "accept-encoding", "user-agent", "traceparent", "tracestate"] {
+            assert_eq!(rule(&p, Some(3), essential), None, "{essential}");
+        }
+        for auth in ["authorization", "x-api-key", "x-goog-api-key", "api-key", "ocp-apim-subscription-key"] {
+            assert_eq!(rule(&p, Some(3), auth), Some(ClientRule::ClientAuth), "{auth}");
+        }
     }
 }

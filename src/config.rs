@@ -172,6 +172,10 @@ pub struct ProviderConfig {
     /// Static headers, overwriting the client's and provider data's values.
     #[serde(default)]
     pub set_headers: BTreeMap<String, String>,
+    /// Static headers set only when the request, after every other rule, has no such header
+    /// (e.g. `anthropic-version`, without overriding a client SDK that sends a newer one).
+    #[serde(default)]
+    pub default_headers: BTreeMap<String, String>,
     /// Header-name patterns removed from the client's headers and from what provider data adds.
     #[serde(default)]
     pub remove_headers: Vec<String>,
@@ -226,17 +230,25 @@ impl ForwardTarget {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientHeadersConfig {
-    /// `all`: keep every client header except `drop`; `allowlist`: keep only essentials and `forward`, minus `drop`.
+    /// `allowlist`: keep only essentials and `forward`, minus `drop`; `all`: keep every client header except `drop`.
     pub mode: ClientHeaderMode,
-    /// Allowlist mode: header-name patterns to keep.
+    /// Allowlist mode: header-name patterns to keep (default `["x-*"]`; a vendor's own headers such as `openai-*` only where listed).
     pub forward: Vec<String>,
     /// Header-name patterns always removed from the client's headers.
     pub drop: Vec<String>,
+    /// Client header -> backend header: a client header kept by the rules above reaches this provider under another name.
+    pub rename: BTreeMap<String, String>,
 }
 
+/// LiteLLM's rule, default-deny: only the client's `x-*` headers, never `x-stainless-*`.
 impl Default for ClientHeadersConfig {
     fn default() -> Self {
-        ClientHeadersConfig { mode: ClientHeaderMode::All, forward: Vec::new(), drop: vec!["x-stainless-*".into()] }
+        ClientHeadersConfig {
+            mode: ClientHeaderMode::Allowlist,
+            forward: vec!["x-*".into()],
+            drop: vec!["x-stainless-*".into()],
+            rename: BTreeMap::new(),
+        }
     }
 }
 
@@ -336,6 +348,7 @@ fn parse_provider(raw: &Value, path: &str, errors: &mut Vec<String>) -> Option<P
     let client_headers = f.optional("client_headers");
     let client_auth = f.optional("client_auth");
     let set_headers = f.optional("set_headers");
+    let default_headers = f.optional("default_headers");
     let remove_headers = f.optional("remove_headers");
     f.reject_unknown();
     if errors.len() > before {
@@ -350,6 +363,7 @@ fn parse_provider(raw: &Value, path: &str, errors: &mut Vec<String>) -> Option<P
         client_headers: client_headers.unwrap_or_default(),
         client_auth: client_auth.unwrap_or_default(),
         set_headers: set_headers.unwrap_or_default(),
+        default_headers: default_headers.unwrap_or_default(),
         remove_headers: remove_headers.unwrap_or_default(),
     })
 }
@@ -423,9 +437,29 @@ mod tests {
         let p = &c.providers[0];
         assert!(p.forward_headers.is_empty() && p.extra_headers.is_empty());
         assert!(!p.generic_extra_headers);
-        assert_eq!(p.client_headers.mode, ClientHeaderMode::All);
+        assert_eq!(p.client_headers.mode, ClientHeaderMode::Allowlist);
+        assert_eq!(p.client_headers.forward, ["x-*"]);
         assert_eq!(p.client_headers.drop, ["x-stainless-*"]);
+        assert!(p.client_headers.rename.is_empty());
         assert_eq!(p.client_auth, ClientAuth::Strip);
+        assert!(p.set_headers.is_empty() && p.default_headers.is_empty() && p.remove_headers.is_empty());
+    }
+
+    #[test]
+    fn a_partial_client_headers_keeps_the_other_defaults() {
+        let c = parse(
+            br#"{"providers":[{"name":"a","models":["m"],"client_headers":{"forward":["x-*","openai-*"]},
+                "default_headers":{"anthropic-version":"2023-06-01"}}]}"#,
+        )
+        .expect("valid");
+        let h = &c.providers[0].client_headers;
+        assert_eq!(h.mode, ClientHeaderMode::Allowlist);
+        assert_eq!(h.forward, ["x-*", "openai-*"]);
+        assert_eq!(h.drop, ["x-stainless-*"], "listing forward does not drop the stainless default");
+        assert_eq!(c.providers[0].default_headers["anthropic-version"], "2023-06-01");
+        let e =
+            parse(br#"{"providers":[{"name":"a","models":["m"],"client_headers":{"renames":{}}}]}"#).expect_err("typo");
+        assert!(e[0].contains("client_headers"), "{e:?}");
     }
 
     #[test]
@@ -502,7 +536,8 @@ mod tests {
           },
           "extra_headers": ["x-maas-*"],
           "generic_extra_headers": false,
-          "client_headers": { "mode": "all", "forward": [], "drop": ["x-stainless-*"] },
+          "client_headers": { "mode": "allowlist", "forward": ["x-*"], "drop": ["x-stainless-*"],
+                              "rename": {} },
           "client_auth": "strip",
           "set_headers": { "x-gateway": "llm" },
           "remove_headers": []

@@ -73,6 +73,10 @@ pub enum SetRule<'p> {
     ProviderData(Source<'p>),
     /// The provider's `set_headers`.
     SetHeaders,
+    /// `client_headers.rename`: the client's header `from`, under a new name.
+    Rename { from: &'p str },
+    /// The provider's `default_headers`: nothing else supplied this header.
+    DefaultHeaders,
     /// `routing.provider_header`.
     ProviderHeader,
     /// `routing.model_header`.
@@ -87,6 +91,8 @@ impl std::fmt::Display for SetRule<'_> {
                 write!(f, "{map} allowed by extra_headers {pattern:?}")
             }
             SetRule::SetHeaders => write!(f, "set_headers"),
+            SetRule::Rename { from } => write!(f, "client_headers.rename from {from:?}"),
+            SetRule::DefaultHeaders => write!(f, "default_headers"),
             SetRule::ProviderHeader => write!(f, "routing.provider_header"),
             SetRule::ModelHeader => write!(f, "routing.model_header"),
         }
@@ -188,6 +194,7 @@ pub fn rewrite_for<'p>(
             rule: SetRule::SetHeaders,
         });
     }
+    rename(provider, headers, &mut rewrite)?;
     rewrite.set.push(Assignment {
         name: Cow::Borrowed(&policy.provider_header),
         value: Cow::Borrowed(&provider.name),
@@ -197,7 +204,56 @@ pub fn rewrite_for<'p>(
         let value = Cow::Owned(model.clone());
         rewrite.set.push(Assignment { name: Cow::Borrowed(&policy.model_header), value, rule: SetRule::ModelHeader });
     }
+    for (name, value) in &provider.default_headers {
+        let supplied = rewrite.set.iter().any(|a| a.name == name.as_str())
+            || headers.iter().any(|(n, _)| {
+                n.eq_ignore_ascii_case(name) && !rewrite.remove.iter().any(|r| r.name.eq_ignore_ascii_case(n))
+            });
+        if !supplied {
+            let (name, value) = (Cow::Borrowed(name.as_str()), Cow::Borrowed(value.as_str()));
+            rewrite.set.push(Assignment { name, value, rule: SetRule::DefaultHeaders });
+        }
+    }
     Ok(rewrite)
+}
+
+/// `client_headers.rename`: each kept client header with a new name is removed and set under that
+/// name (several values joined with ", "), unless provider data or `set_headers` set that name.
+/// Its value is checked like every value the filter sets (SPEC §5).
+fn rename<'p>(provider: &'p Provider, headers: &Headers, rewrite: &mut Rewrite<'p>) -> Result<(), Rejection> {
+    for (from, to) in &provider.client_rename {
+        let mut values = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(from)).map(|(_, v)| v.as_slice());
+        let Some(first) = values.next() else { continue };
+        if rewrite.remove.iter().any(|r| r.name == *from) {
+            continue; // removed by a rule above: never renamed (a config error for the provider's own rules)
+        }
+        let mut joined = first.to_vec();
+        for v in values {
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(v);
+        }
+        let value = match (check_value(&joined), String::from_utf8(joined)) {
+            (Ok(()), Ok(value)) => value,
+            (Err(ValueProblem::TooLong), _) => {
+                return Err(Rejection::new(
+                    ErrorCode::HeaderValueTooLong,
+                    format!("The value of header {} is longer than 8192 bytes", quote_name(from)),
+                ));
+            }
+            _ => {
+                return Err(Rejection::new(
+                    ErrorCode::InvalidHeaderValue,
+                    format!("The value of header {} has a control character or is not UTF-8", quote_name(from)),
+                ));
+            }
+        };
+        rewrite.remove.push(Removal { name: from.clone(), rule: ClientRule::Renamed { to } });
+        if !rewrite.set.iter().any(|a| a.name == to.as_str()) {
+            let (name, value) = (Cow::Borrowed(to.as_str()), Cow::Owned(value));
+            rewrite.set.push(Assignment { name, value, rule: SetRule::Rename { from } });
+        }
+    }
+    Ok(())
 }
 
 /// The one provider-data header present, if any. Two at once (two names, or one name twice) is

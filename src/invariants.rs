@@ -32,9 +32,27 @@ fn check_set_headers(policy: &Policy, headers: &Headers, rewrite: &Rewrite, v: &
         if check_value(a.value.as_bytes()).is_err() {
             v.push(format!("set header {name:?} has an invalid value"));
         }
+        if rewrite.set.iter().filter(|b| b.name == name).count() > 1 {
+            v.push(format!("{name:?} is set more than once (the last {} would win)", a.rule));
+        }
         let routing = matches!(a.rule, SetRule::ProviderHeader | SetRule::ModelHeader);
         if !routing && policy.blocklist.check(name).is_some() {
             v.push(format!("set header {name:?} is on the blocklist ({})", a.rule));
+        }
+        match a.rule {
+            SetRule::Rename { from } => check_rename(provider, headers, from, name, &a.value, v),
+            SetRule::DefaultHeaders => {
+                if !provider.is_some_and(|p| p.default_headers.iter().any(|(n, val)| n == name && *val == a.value)) {
+                    v.push(format!("{name:?} set by default_headers, which do not say so"));
+                }
+                let client_kept = headers.iter().any(|(n, _)| {
+                    n.eq_ignore_ascii_case(name) && !rewrite.remove.iter().any(|r| r.name.eq_ignore_ascii_case(n))
+                });
+                if client_kept {
+                    v.push(format!("default {name:?} replaced a value the request already had"));
+                }
+            }
+            _ => {}
         }
         let SetRule::ProviderData(source) = a.rule else { continue };
         from_provider_data += 1;
@@ -69,6 +87,33 @@ fn check_set_headers(policy: &Policy, headers: &Headers, rewrite: &Rewrite, v: &
     }
     if from_provider_data > MAX_FORWARDED {
         v.push(format!("{from_provider_data} headers forwarded from provider data (limit {MAX_FORWARDED})"));
+    }
+}
+
+/// A renamed header carries exactly the client's values of `from`, only where the provider renames
+/// it, and never a credential the provider strips.
+fn check_rename(
+    provider: Option<&Provider>,
+    headers: &Headers,
+    from: &str,
+    name: &str,
+    value: &str,
+    v: &mut Vec<String>,
+) {
+    let Some(p) = provider else {
+        v.push(format!("{name:?} renamed without a provider"));
+        return;
+    };
+    if !p.client_rename.iter().any(|(f, t)| f == from && t == name) {
+        v.push(format!("{name:?} renamed from {from:?}, which {} does not rename", p.name));
+    }
+    if p.client_auth == ClientAuth::Strip && is_client_auth(name) {
+        v.push(format!("client credential {name:?} reached upstream through a rename"));
+    }
+    let sent: Vec<&[u8]> =
+        headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(from)).map(|(_, val)| val.as_slice()).collect();
+    if sent.join(&b", "[..]) != value.as_bytes() {
+        v.push(format!("{name:?} renamed from {from:?} with a value the client did not send"));
     }
 }
 

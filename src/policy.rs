@@ -3,7 +3,7 @@
 //! collected, so an operator sees them all in one log line.
 
 use crate::blocklist::{Blocklist, is_client_auth};
-use crate::client_headers::{only_always_removed, only_left_to_envoy};
+use crate::client_headers::{left_to_envoy, only_always_removed, only_left_to_envoy, removal_rule};
 use crate::config::{
     self, ClientAuth, ClientHeaderMode, FallbackConfig, OnInvalid, PluginConfig, ProviderConfig, Role,
 };
@@ -68,9 +68,13 @@ pub struct Provider {
     pub client_mode: ClientHeaderMode,
     pub client_forward: Vec<Pattern>,
     pub client_drop: Vec<Pattern>,
+    /// `client_headers.rename`: lowercased client header → lowercased backend header.
+    pub client_rename: Vec<(String, String)>,
     pub client_auth: ClientAuth,
     /// Lowercased name → value.
     pub set_headers: Vec<(String, String)>,
+    /// Lowercased name → value, set only when nothing else supplied the header.
+    pub default_headers: Vec<(String, String)>,
     pub remove_headers: Vec<Pattern>,
 }
 
@@ -228,10 +232,7 @@ impl TryFrom<PluginConfig> for Policy {
 
         let (chains, chain_exact_models, chain_model_patterns) = compile_chains(&c.fallbacks, &providers, &mut errors);
 
-        if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
-        }
-        Ok(Policy {
+        let policy = Policy {
             provider_data_headers,
             strip_provider_data: c.provider_data.strip,
             provider_data_max_bytes: c.provider_data.max_bytes,
@@ -248,7 +249,12 @@ impl TryFrom<PluginConfig> for Policy {
             chains,
             chain_exact_models,
             chain_model_patterns,
-        })
+        };
+        unreachable_renames(&policy, &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(policy)
     }
 }
 
@@ -352,20 +358,14 @@ fn compile_provider(p: &ProviderConfig, path: &str, blocklist: &Blocklist, error
         forward_headers.push(ForwardRule { key: key.clone(), header, prefix: target.prefix().to_string() });
     }
 
-    let mut set_headers = Vec::new();
-    for (name, value) in &p.set_headers {
-        let at = format!("{path}.set_headers.{name:?}");
-        let lname = name.to_ascii_lowercase();
-        if !is_token(&lname) {
-            errors.push(format!("{at}: not a valid header name"));
-        } else if let Some(b) = blocklist.check(&lname) {
-            errors.push(format!("{at}: {lname:?} is on the {b}"));
+    let set_headers = static_headers(&p.set_headers, &format!("{path}.set_headers"), blocklist, errors);
+    let default_headers = static_headers(&p.default_headers, &format!("{path}.default_headers"), blocklist, errors);
+    for (name, _) in &default_headers {
+        if set_headers.iter().any(|(n, _)| n == name) {
+            errors.push(format!("{path}.default_headers.{name:?}: also in set_headers, so the default never applies"));
         }
-        if check_value(value.as_bytes()).is_err() {
-            errors.push(format!("{at}: value has CR, LF, NUL or another control character, or is over 8192 bytes"));
-        }
-        set_headers.push((lname, value.clone()));
     }
+    let client_rename = renames(p, path, blocklist, errors);
 
     let remove_headers = header_patterns(&p.remove_headers, &format!("{path}.remove_headers"), errors);
     let client_forward = header_patterns(&p.client_headers.forward, &format!("{path}.client_headers.forward"), errors);
@@ -398,9 +398,11 @@ fn compile_provider(p: &ProviderConfig, path: &str, blocklist: &Blocklist, error
             ));
         }
     }
-    for (name, _) in &set_headers {
+    let targets = set_headers.iter().map(|(n, _)| ("set_headers", n));
+    let targets = targets.chain(default_headers.iter().map(|(n, _)| ("default_headers", n)));
+    for (field, name) in targets.chain(client_rename.iter().map(|(_, to)| ("client_headers.rename", to))) {
         if let Some(r) = remove_headers.iter().find(|r| r.matches(name)) {
-            errors.push(format!("{path}: {name:?} is in set_headers and matches remove_headers {:?}", r.as_str()));
+            errors.push(format!("{path}: {name:?} is in {field} and matches remove_headers {:?}", r.as_str()));
         }
     }
 
@@ -413,9 +415,98 @@ fn compile_provider(p: &ProviderConfig, path: &str, blocklist: &Blocklist, error
         client_mode: p.client_headers.mode,
         client_forward,
         client_drop,
+        client_rename,
         client_auth: p.client_auth,
         set_headers,
+        default_headers,
         remove_headers,
+    }
+}
+
+/// `set_headers` / `default_headers`: lowercased names, not on the blocklist, values without
+/// control characters.
+fn static_headers(
+    headers: &BTreeMap<String, String>,
+    at: &str,
+    blocklist: &Blocklist,
+    errors: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        let at = format!("{at}.{name:?}");
+        let lname = name.to_ascii_lowercase();
+        if !is_token(&lname) {
+            errors.push(format!("{at}: not a valid header name"));
+        } else if let Some(b) = blocklist.check(&lname) {
+            errors.push(format!("{at}: {lname:?} is on the {b}"));
+        } else if out.iter().any(|(n, _)| *n == lname) {
+            errors.push(format!("{at}: listed twice (header names are case-insensitive)"));
+        }
+        if check_value(value.as_bytes()).is_err() {
+            errors.push(format!("{at}: value has CR, LF, NUL or another control character, or is over 8192 bytes"));
+        }
+        out.push((lname, value.clone()));
+    }
+    out
+}
+
+/// `client_headers.rename`: the source must be a client header the filter could keep, the target
+/// obeys the `set_headers` rules, and no two sources share a target. Whether the provider's own
+/// rules keep the source is checked once the policy exists ([`unreachable_renames`]).
+fn renames(p: &ProviderConfig, path: &str, blocklist: &Blocklist, errors: &mut Vec<String>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (from, to) in &p.client_headers.rename {
+        let at = format!("{path}.client_headers.rename.{from:?}");
+        let (from, to) = (from.to_ascii_lowercase(), to.to_ascii_lowercase());
+        if !is_token(&from) {
+            errors.push(format!("{at}: not a valid header name"));
+        } else if let Some(b) = blocklist.check(&from) {
+            errors.push(format!("{at}: {from:?} is on the {b} and never reaches a provider"));
+        }
+        if !is_token(&to) {
+            errors.push(format!("{at}: target {to:?} is not a valid header name"));
+        } else if let Some(b) = blocklist.check(&to) {
+            errors.push(format!("{at}: target {to:?} is on the {b}"));
+        } else if is_client_auth(&to) && p.client_auth == ClientAuth::Strip {
+            errors.push(format!(
+                "{at}: target {to:?} is a client credential header and client_auth is \"strip\" (use client_auth: forward)"
+            ));
+        }
+        if from == to {
+            errors.push(format!("{at}: renames the header to itself"));
+        }
+        if out.iter().any(|(f, _)| *f == from) {
+            errors.push(format!("{at}: listed twice (header names are case-insensitive)"));
+        } else if let Some((other, _)) = out.iter().find(|(_, t)| *t == to) {
+            errors.push(format!("{at}: {other:?} is also renamed to {to:?}"));
+        }
+        out.push((from, to));
+    }
+    out
+}
+
+/// Renames whose source the provider's own client-header rules remove (`client_headers.drop`,
+/// the allowlist, `client_auth: strip`, `remove_headers`): a rule that never applies is an error.
+fn unreachable_renames(policy: &Policy, errors: &mut Vec<String>) {
+    for (i, p) in policy.providers.iter().enumerate() {
+        for (from, _) in &p.client_rename {
+            if policy.blocklist.check(from).is_some() || !is_token(from) {
+                continue; // already reported
+            }
+            if left_to_envoy(from) {
+                errors.push(format!(
+                    "providers[{i}] ({:?}).client_headers.rename.{from:?}: Envoy manages this header; it cannot be renamed",
+                    p.name
+                ));
+                continue;
+            }
+            if let Some(rule) = removal_rule(policy, Some(p), from) {
+                errors.push(format!(
+                    "providers[{i}] ({:?}).client_headers.rename.{from:?}: the client header is removed by {rule}, so it is never renamed",
+                    p.name
+                ));
+            }
+        }
     }
 }
 
@@ -596,5 +687,57 @@ mod tests {
         );
         assert!(msg.contains("\"k1\" also maps to \"x-t\""), "{msg}");
         assert!(msg.contains("matches remove_headers"), "{msg}");
+    }
+
+    #[test]
+    fn rename_and_default_headers_problems_are_reported_with_the_rest() {
+        let msg = problems(
+            r#"{"blocked_headers":["x-secret-*"],"providers":[
+                {"name":"a","models":["m"],
+                 "client_headers":{"rename":{
+                    "x-one":"x-forwarded-for", "x-two":"X-Secret-Two", "x-three":"bad name", "bad name":"x-ok",
+                    "cookie":"x-cookie", "x-self":"X-Self", "x-four":"x-same", "x-five":"x-same",
+                    "x-stainless-os":"x-os", "openai-organization":"x-org", "x-key":"x-api-key",
+                    "authorization":"x-auth", "x-llm-provider":"x-p", "x-request-id":"x-rid", "x-gone":"x-rm"}},
+                 "remove_headers":["x-rm"],
+                 "set_headers":{"x-both":"1"},
+                 "default_headers":{"host":"h", "x-both":"2", "x-v":"a\nb", "X-Dup":"1", "x-dup":"2"}},
+                {"name":"b","models":["n"],"default_headers":{"Bad Name":"v"},"extra_headers":[""]}
+            ]}"#,
+        );
+        for needle in [
+            r#"rename."x-one": target "x-forwarded-for" is on the core blocklist"#,
+            r#"rename."x-two": target "x-secret-two" is on the blocked_headers"#,
+            r#"rename."x-three": target "bad name" is not a valid header name"#,
+            r#"rename."bad name": not a valid header name"#,
+            r#"rename."cookie": "cookie" is on the core blocklist"#,
+            r#"rename."x-self": renames the header to itself"#,
+            r#"rename."x-four": "x-five" is also renamed to "x-same""#,
+            r#"rename."x-stainless-os": the client header is removed by client_headers.drop "x-stainless-*""#,
+            r#"rename."openai-organization": the client header is removed by client_headers.mode: allowlist"#,
+            r#"rename."x-key": target "x-api-key" is a client credential header"#,
+            r#"rename."authorization": the client header is removed by client_auth: strip"#,
+            r#"rename."x-llm-provider": "x-llm-provider" is on the routing header"#,
+            r#"rename."x-request-id": "x-request-id" is on the core blocklist"#,
+            r#""x-rm" is in client_headers.rename and matches remove_headers"#,
+            r#"default_headers."host": "host" is on the core blocklist"#,
+            r#"default_headers."x-both": also in set_headers"#,
+            r#"default_headers."x-v": value has CR"#,
+            r#"default_headers."x-dup": listed twice"#,
+            r#"default_headers."Bad Name": not a valid header name"#,
+            r#"extra_headers: "" is not a valid header name pattern"#,
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in {msg}");
+        }
+        assert!(msg.starts_with("20 configuration problems: "), "{msg}");
+    }
+
+    #[test]
+    fn a_credential_may_be_renamed_only_when_the_provider_forwards_credentials() {
+        let p = policy(
+            r#"{"providers":[{"name":"byok","models":["m"],"client_auth":"forward",
+               "client_headers":{"rename":{"x-api-key":"Authorization"}}}]}"#,
+        );
+        assert_eq!(p.providers[0].client_rename, [("x-api-key".to_string(), "authorization".to_string())]);
     }
 }

@@ -15,9 +15,9 @@ pub const POLICIES: &[&str] = &[
     r#"{"blocked_headers":["x-internal-*"],"providers":[
         {"name":"vllm","models":["llama-*","vllm/*"],"forward_headers":{"vllm_api_token":{"header":"authorization","prefix":"Bearer "},"tenant_id":"x-tenant-id"},"extra_headers":["x-maas-*"],"set_headers":{"x-gateway":"llm"}},
         {"name":"openai","models":["gpt-*","llama-3-special"],"forward_headers":{"openai_api_key":{"header":"authorization","prefix":"Bearer "}},"extra_headers":["*"],"generic_extra_headers":true},
-        {"name":"anthropic","models":["claude-*"],"forward_headers":{"anthropic_api_key":"x-api-key"},"client_headers":{"mode":"allowlist","forward":["anthropic-*","x-*"],"drop":["x-stainless-*"]}}]}"#,
+        {"name":"anthropic","models":["claude-*"],"forward_headers":{"anthropic_api_key":"x-api-key"},"client_headers":{"mode":"allowlist","forward":["anthropic-*","x-*"],"drop":["x-stainless-*"],"rename":{"x-custom":"x-renamed","anthropic-beta":"x-tenant-id"}},"default_headers":{"anthropic-version":"2023-06-01","x-renamed":"none"}}]}"#,
     r#"{"on_invalid":"drop","routing":{"unknown_model":"openai","provider_header":"X-Route","model_header":"x-route-model"},"providers":[
-        {"name":"vllm","models":["llama-*"],"forward_headers":{"vllm_api_token":"authorization"},"extra_headers":["x-*","authorization"],"client_auth":"forward","remove_headers":["x-debug*"]},
+        {"name":"vllm","models":["llama-*"],"forward_headers":{"vllm_api_token":"authorization"},"extra_headers":["x-*","authorization"],"client_auth":"forward","remove_headers":["x-debug*"],"client_headers":{"mode":"all","rename":{"x-api-key":"authorization","x-k":"x-custom"}},"default_headers":{"authorization":"Bearer default","x-tier":"free"}},
         {"name":"openai","models":["gpt-*"],"client_auth":"forward","set_headers":{"authorization":"Bearer static"},"forward_headers":{"openai_api_key":"authorization","n":"x-n"},"extra_headers":["x-?"]}]}"#,
     r#"{"provider_data":{"headers":["x-pd"],"strip":false,"max_bytes":512},"body":{"max_bytes":300},"providers":[
         {"name":"only","models":["*"],"forward_headers":{"k":"x-k"},"extra_headers":["x-*"],"generic_extra_headers":true}]}"#,
@@ -60,6 +60,9 @@ const HEADER_NAMES: &[&str] = &[
     "x-stainless-os",
     "x-maas-tier",
     "anthropic-beta",
+    "anthropic-version",
+    "x-renamed",
+    "x-tier",
     "x-debug",
     "x-custom",
     "user-agent",

@@ -44,6 +44,7 @@ fn explain_the_examples() {
         ("envoy/examples/models.http", 0, "forwarded"),
         ("envoy/examples/blocked-header.json", 1, "rejected"),
         ("envoy/examples/duplicate-model.http", 1, "rejected"),
+        ("envoy/examples/claude-sdk.json", 0, "forwarded"),
     ];
     for (request, code, outcome) in cases {
         let o = cli(&["explain", "--config", "envoy/plugin-config.json", "--request", request, "--json"]);
@@ -64,6 +65,19 @@ fn explain_the_examples() {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
     assert!(!text.contains("cookie: session"), "the cookie never reaches upstream:\n{text}");
+
+    let o = cli(&["explain", "--config", "envoy/plugin-config.json", "--request", "envoy/examples/claude-sdk.json"]);
+    let text = stdout(&o);
+    for line in [
+        "provider: anthropic",
+        "- remove  openai-organization          by client_headers.mode: allowlist",
+        "- remove  x-api-key                    by client_auth: strip",
+        "+ set     anthropic-version            = \"2023-06-01\" by default_headers",
+        "anthropic-beta: prompt-caching-2024-07-31",
+        "x-trace-id: t-1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
 }
 
 #[test]

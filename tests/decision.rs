@@ -245,3 +245,96 @@ fn every_header_change_names_its_rule() {
     let summary = r.summary();
     assert!(summary.contains("x-maas-a") && !summary.contains("Bearer k"), "{summary}");
 }
+
+const RENAMING: &str = r#"{"providers": [
+  {"name": "maas", "models": ["llama-*"],
+   "forward_headers": {"tenant": "x-tenant-id"},
+   "client_headers": {"rename": {"X-Customer-Id": "x-maas-customer", "x-team": "x-tenant-id", "x-a": "x-b", "x-b": "x-c"}},
+   "set_headers": {"x-gateway": "llm"},
+   "default_headers": {"x-maas-customer": "anonymous", "x-tier": "free"}},
+  {"name": "anthropic", "models": ["claude-*"],
+   "client_headers": {"forward": ["anthropic-*"]},
+   "default_headers": {"anthropic-version": "2023-06-01"}}
+]}"#;
+
+#[test]
+fn rename_sends_the_clients_header_under_the_new_name_and_records_the_rule() {
+    let p = Policy::from_json(RENAMING.as_bytes()).expect("valid");
+    let h = json_request(&[("X-Customer-Id", "c-1"), ("x-customer-id", "c-2"), ("x-kept", "k")]);
+    let r = forwarded(run(&p, &h, Some(r#"{"model":"llama-3"}"#), 7));
+    let up = upstream(&h, &r);
+    assert_eq!(get(&up, "x-maas-customer"), ["c-1, c-2"], "both values, under the new name");
+    assert!(get(&up, "x-customer-id").is_empty() && get(&up, "X-Customer-Id").is_empty());
+    assert_eq!(get(&up, "x-kept"), ["k"]);
+    assert_eq!(get(&up, "x-tier"), ["free"], "default: nothing else supplied it");
+    let rules: Vec<String> = r.set.iter().map(|a| format!("{}={}", a.name, a.rule)).collect();
+    assert!(rules.contains(&r#"x-maas-customer=client_headers.rename from "x-customer-id""#.to_string()), "{rules:?}");
+    assert!(rules.contains(&"x-tier=default_headers".to_string()), "{rules:?}");
+    let removed: Vec<String> = r.remove.iter().map(|x| format!("{}={}", x.name, x.rule)).collect();
+    assert_eq!(removed, [r#"x-customer-id=client_headers.rename to "x-maas-customer""#]);
+    assert!(r.summary().contains(r#"+"x-maas-customer"(client_headers.rename from "x-customer-id")"#));
+    assert!(!r.summary().contains("c-1"), "logs never show values");
+}
+
+#[test]
+fn provider_data_and_set_headers_win_over_a_renamed_header() {
+    let p = Policy::from_json(RENAMING.as_bytes()).expect("valid");
+    let h = json_request(&[("x-team", "from-client"), ("x-llamastack-provider-data", r#"{"tenant":"from-pd"}"#)]);
+    let up = upstream(&h, &forwarded(run(&p, &h, Some(r#"{"model":"llama-3"}"#), 100)));
+    assert_eq!(get(&up, "x-tenant-id"), ["from-pd"]);
+    assert!(get(&up, "x-team").is_empty(), "the source is still removed");
+    let h = json_request(&[("x-team", "from-client")]);
+    let up = upstream(&h, &forwarded(run(&p, &h, Some(r#"{"model":"llama-3"}"#), 100)));
+    assert_eq!(get(&up, "x-tenant-id"), ["from-client"]);
+}
+
+#[test]
+fn renames_apply_to_the_clients_names_not_to_each_others_results() {
+    let p = Policy::from_json(RENAMING.as_bytes()).expect("valid");
+    let h = json_request(&[("x-a", "1"), ("x-b", "2")]);
+    let up = upstream(&h, &forwarded(run(&p, &h, Some(r#"{"model":"llama-3"}"#), 100)));
+    assert_eq!((get(&up, "x-b"), get(&up, "x-c")), (vec!["1"], vec!["2"]));
+    assert!(get(&up, "x-a").is_empty());
+}
+
+#[test]
+fn default_headers_never_override_what_the_request_has() {
+    let p = Policy::from_json(RENAMING.as_bytes()).expect("valid");
+    let claude = Some(r#"{"model":"claude-3"}"#);
+    // The SDK's newer anthropic-version is kept; without one, the default fills in.
+    let h = json_request(&[("anthropic-version", "2025-01-01")]);
+    let r = forwarded(run(&p, &h, claude, 100));
+    assert_eq!(get(&upstream(&h, &r), "anthropic-version"), ["2025-01-01"]);
+    assert!(!r.set.iter().any(|a| a.name == "anthropic-version"));
+    let h = json_request(&[]);
+    assert_eq!(get(&upstream(&h, &forwarded(run(&p, &h, claude, 100))), "anthropic-version"), ["2023-06-01"]);
+    // A renamed header counts as supplied; a client header the rules removed does not.
+    let h = json_request(&[("x-customer-id", "c-1")]);
+    assert_eq!(
+        get(&upstream(&h, &forwarded(run(&p, &h, Some(r#"{"model":"llama-3"}"#), 100))), "x-maas-customer"),
+        ["c-1"]
+    );
+    let p2 = Policy::from_json(
+        br#"{"providers":[{"name":"a","models":["m"],"default_headers":{"anthropic-version":"2023-06-01"}}]}"#,
+    )
+    .expect("valid");
+    let h = json_request(&[("anthropic-version", "2025-01-01")]);
+    let r = forwarded(run(&p2, &h, Some(r#"{"model":"m"}"#), 100));
+    assert_eq!(get(&upstream(&h, &r), "anthropic-version"), ["2023-06-01"], "not allowlisted: removed, then defaulted");
+}
+
+#[test]
+fn a_renamed_value_is_checked_like_every_value_the_filter_sets() {
+    let p = Policy::from_json(RENAMING.as_bytes()).expect("valid");
+    let llama = Some(r#"{"model":"llama-3"}"#);
+    let h = json_request(&[("x-customer-id", "a\u{1}b")]);
+    assert_eq!(rejected(run(&p, &h, llama, 100)), ErrorCode::InvalidHeaderValue);
+    let mut h = json_request(&[]);
+    h.push(("x-customer-id".into(), vec![0xff, b'a']));
+    assert_eq!(rejected(run(&p, &h, llama, 100)), ErrorCode::InvalidHeaderValue);
+    let h = json_request(&[("x-customer-id", &"v".repeat(8193))]);
+    assert_eq!(rejected(run(&p, &h, llama, 100)), ErrorCode::HeaderValueTooLong);
+    // A request for another provider is not affected by this provider's renames.
+    let h = json_request(&[("x-customer-id", "a\u{1}b")]);
+    forwarded(run(&p, &h, Some(r#"{"model":"claude-3"}"#), 100));
+}

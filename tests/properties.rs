@@ -159,3 +159,14 @@ fn fuzz_corpus_replays_cleanly() {
     }
     assert!(replayed > 0, "no corpus under {}", root.display());
 }
+
+#[test]
+fn every_generator_configuration_is_valid() {
+    use llm_header_forward::policy::Policy;
+    use llm_header_forward::testkit::POLICIES;
+    for config in POLICIES {
+        if let Err(e) = Policy::from_json(config.as_bytes()) {
+            panic!("{e}\n{config}");
+        }
+    }
+}

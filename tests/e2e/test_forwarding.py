@@ -75,10 +75,11 @@ def test_bring_your_own_key_and_authorization_precedence(lab):
     assert up["headers"]["authorization"] == ["Bearer gateway-static"]
 
 
-def test_mode_all_drops_only_drop_patterns_and_always_removed_headers(gateway):
+def test_mode_all_drops_only_drop_patterns_and_always_removed_headers(lab):
+    # The lab's vllm provider sets mode "all" explicitly (the default is the allowlist).
     headers = {"x-stainless-lang": "python", "X-Stainless-OS": "Linux", "x-custom": "keep", "openai-beta": "assistants=v2",
                "cookie": "session=secret", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
-    up = upstream(gateway.chat("gpt-4o", headers=headers))
+    up = upstream(lab.chat("llama-3-8b", headers=headers))
     assert "x-stainless-lang" not in up["headers"] and "x-stainless-os" not in up["headers"]
     assert "cookie" not in up["headers"]
     assert up["headers"]["x-custom"] == ["keep"]
@@ -87,15 +88,16 @@ def test_mode_all_drops_only_drop_patterns_and_always_removed_headers(gateway):
 
 
 def test_allowlist_mode_keeps_only_essentials_and_forward_patterns(gateway):
-    headers = {"anthropic-beta": "tools-2024", "x-custom": "gone", "openai-organization": "gone",
+    headers = {"anthropic-beta": "tools-2024", "x-custom": "kept", "openai-organization": "gone", "other-vendor": "gone",
                "accept": "application/json", "user-agent": "sdk/1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     up = upstream(gateway.chat("claude-3-5-sonnet", headers=headers))
     assert up["headers"]["anthropic-beta"] == ["tools-2024"]
+    assert up["headers"]["x-custom"] == ["kept"], "forward: x-*"
     assert up["headers"]["accept"] == ["application/json"]
     assert up["headers"]["user-agent"] == ["sdk/1"]
     assert "traceparent" in up["headers"]
-    assert "x-custom" not in up["headers"] and "openai-organization" not in up["headers"]
-    assert up["headers"]["anthropic-version"] == ["2023-06-01"], "set_headers"
+    assert "openai-organization" not in up["headers"] and "other-vendor" not in up["headers"]
+    assert up["headers"]["anthropic-version"] == ["2023-06-01"], "default_headers"
     assert "x-request-id" in up["headers"] and "content-type" in up["headers"]
 
 
