@@ -107,7 +107,7 @@ impl Default for ProviderDataConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BodyConfig {
-    /// A larger JSON body is rejected (413). Envoy's per_connection_buffer_limit_bytes must be at least this.
+    /// A larger JSON body is rejected (413). Envoy's per_connection_buffer_limit_bytes should be at least twice this.
     pub max_bytes: usize,
 }
 

@@ -112,3 +112,25 @@ def test_non_json_body_is_not_read_and_not_routed(gateway):
     r = gateway.client.post("/v1/chat/completions", content=b'{"model":"llama-3-8b"}', headers={"content-type": "text/plain"})
     assert r.status_code == 404
     assert error_code(r) == "no_route", "Envoy's fallback route answered: the filter set no routing header"
+
+
+def test_no_route_reply_is_labelled_json_and_says_what_a_chat_request_needs(gateway):
+    for r in [gateway.client.post("/v1/chat/completions", content=b'{"model":"gpt-4o"}'),  # no content-type
+              gateway.client.get("/v1/chat/completions")]:
+        assert r.status_code == 404
+        assert r.headers.get_list("content-type") == ["application/json"]
+        error = r.json()["error"]
+        assert error["code"] == "no_route"
+        assert "content-type: application/json" in error["message"]
+
+
+@pytest.mark.parametrize("model,backend", [("llama-3-8b", "vllm"), ("gpt-4o", "openai"), ("claude-3-5-sonnet", "anthropic")])
+def test_llama_stack_openai_compatible_prefix_is_rewritten_to_v1(gateway, model, backend):
+    up = upstream(gateway.chat(model, path="/v1/openai/v1/chat/completions"))
+    assert (up["name"], up["path"]) == (backend, "/v1/chat/completions")
+    assert up["headers"]["x-llm-model"] == [model]
+    # Only that prefix is rewritten.
+    up = upstream(gateway.chat(model, path="/v2/openai/v1/chat/completions"))
+    assert up["path"] == "/v2/openai/v1/chat/completions"
+    up = upstream(gateway.client.get("/v1/openai/v1/models"))
+    assert (up["name"], up["path"]) == ("vllm", "/v1/models")
