@@ -297,7 +297,10 @@ fn resolve<'p>(policy: &'p Policy, body: &BodyModel) -> Result<(Resolved<'p>, Op
         },
         BodyModel::Model(model) => {
             if check_value(model.as_bytes()).is_err() {
-                return Err(Rejection::new(ErrorCode::InvalidModel, "\"model\" contains a control character"));
+                return Err(Rejection::new(
+                    ErrorCode::InvalidModel,
+                    "\"model\" contains a control character or a line separator",
+                ));
             }
             let resolved = match policy.target_for_model(model) {
                 Some(Target::Chain(i)) => policy.chains.get(i).map(Resolved::Chain),
@@ -345,7 +348,9 @@ pub fn entry_rejection(d: &Dropped) -> Rejection {
         }
         DropReason::Invalid(Invalid::Value(ValueProblem::ControlCharacter)) => (
             ErrorCode::InvalidHeaderValue,
-            format!("Provider data {from}: the value for header {name} contains a control character"),
+            format!(
+                "Provider data {from}: the value for header {name} contains a control character or a line separator"
+            ),
         ),
         DropReason::Invalid(Invalid::Value(ValueProblem::TooLong)) => (
             ErrorCode::HeaderValueTooLong,

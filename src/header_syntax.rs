@@ -18,17 +18,32 @@ fn is_tchar(b: u8) -> bool {
 /// Why a value may not be sent as a header value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueProblem {
-    /// CR, LF, NUL or another control character (horizontal tab is allowed).
+    /// A control character: C0 (CR, LF, NUL, …; horizontal tab is allowed), DEL, C1 (U+0080–U+009F,
+    /// which include NEL), or a Unicode line or paragraph separator (U+2028, U+2029). Each can
+    /// split or forge a line in a log or a line-oriented store downstream.
     ControlCharacter,
     TooLong,
 }
 
+/// Checks a header value (UTF-8, as provider data, the model and the configuration give them).
 pub fn check_value(value: &[u8]) -> Result<(), ValueProblem> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(ValueProblem::TooLong);
     }
-    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(ValueProblem::ControlCharacter);
+    let at = |i: usize| value.get(i).copied().unwrap_or(0);
+    for (i, &b) in value.iter().enumerate() {
+        let bad = match b {
+            b'\t' => false,
+            0x00..=0x1f | 0x7f => true,
+            // U+0080–U+009F are C2 80 … C2 9F in UTF-8.
+            0xc2 => (0x80..=0x9f).contains(&at(i + 1)),
+            // U+2028, U+2029 are E2 80 A8, E2 80 A9.
+            0xe2 => at(i + 1) == 0x80 && matches!(at(i + 2), 0xa8 | 0xa9),
+            _ => false,
+        };
+        if bad {
+            return Err(ValueProblem::ControlCharacter);
+        }
     }
     Ok(())
 }
@@ -114,6 +129,20 @@ mod tests {
         assert_eq!(check_value("caf\u{e9}".as_bytes()), Ok(()));
         for bad in [&b"a\rb"[..], b"a\nb", b"a\0b", b"\x1b[31m", b"del\x7f"] {
             assert_eq!(check_value(bad), Err(ValueProblem::ControlCharacter), "{bad:?}");
+        }
+        for c in ('\u{80}'..='\u{9f}').chain(['\u{2028}', '\u{2029}']) {
+            let v = format!("a{c}b");
+            assert_eq!(check_value(v.as_bytes()), Err(ValueProblem::ControlCharacter), "{c:?}");
+            assert_eq!(check_value(format!("{c}").as_bytes()), Err(ValueProblem::ControlCharacter), "{c:?} alone");
+        }
+        // Neighbours that are ordinary text.
+        for ok in ["\u{a0}", "\u{a9}", "\u{7f}x", "\u{2027}", "\u{202a}", "\u{2020}", "\u{c2}\u{80}"] {
+            let expected = if ok.contains('\u{7f}') || ok.contains('\u{80}') {
+                Err(ValueProblem::ControlCharacter)
+            } else {
+                Ok(())
+            };
+            assert_eq!(check_value(ok.as_bytes()), expected, "{ok:?}");
         }
         assert_eq!(check_value(&[b'a'; 8192]), Ok(()));
         assert_eq!(check_value(&[b'a'; 8193]), Err(ValueProblem::TooLong));

@@ -167,3 +167,12 @@ def test_client_identity_headers_are_removed_without_a_provider(gateway):
     up = upstream(gateway.client.get("/v1/models", headers=IDENTITY))
     for name in IDENTITY:
         assert name.lower() not in up["headers"], name
+
+
+@pytest.mark.parametrize("number", ["123456789012345678901234567890", "1.0e2", "-0", "1E400", "0.10", "7"])
+def test_provider_data_numbers_are_forwarded_as_written(gateway, number):
+    """Not rounded through a float, not reformatted: the header carries the client's JSON text."""
+    raw = '{"tenant_id": %s, "vllm_extra_headers": {"x-maas-n": %s}}' % (number, number)
+    up = upstream(gateway.chat("llama-3-8b", provider_data=raw))
+    assert up["headers"]["x-tenant-id"] == [number]
+    assert up["headers"]["x-maas-n"] == [number]

@@ -162,3 +162,20 @@ def test_nesting_past_256_levels_is_refused_before_the_body_ends(gateway):
     body = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert body["error"]["code"] == "invalid_json"
     assert "256 levels" in body["error"]["message"]
+
+
+C1_AND_SEPARATORS = ["\u0085", "\u0080", "\u009b[31m", "\u009f", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("char", C1_AND_SEPARATORS)
+def test_c1_controls_and_line_separators_in_provider_data_values(gateway, char):
+    """NEL, CSI and U+2028/U+2029 split or forge lines in logs and line-oriented stores downstream."""
+    for data in [{"vllm_api_token": f"sk{char}x-injected: 1"}, {"vllm_extra_headers": {"x-maas-tier": f"a{char}b"}}]:
+        msg = rejected(gateway.chat("llama-3-8b", provider_data=data), 400, "invalid_header_value")
+        assert char not in msg
+
+
+@pytest.mark.parametrize("char", C1_AND_SEPARATORS)
+def test_c1_controls_and_line_separators_in_the_model(gateway, char):
+    body = json.dumps({"model": f"llama-3-8b{char}x", "messages": []})
+    rejected(gateway.chat(body=body), 400, "invalid_model")
