@@ -129,8 +129,10 @@ def test_llama_stack_openai_compatible_prefix_is_rewritten_to_v1(gateway, model,
     up = upstream(gateway.chat(model, path="/v1/openai/v1/chat/completions"))
     assert (up["name"], up["path"]) == (backend, "/v1/chat/completions")
     assert up["headers"]["x-llm-model"] == [model]
-    # Only that prefix is rewritten.
+    # Only that prefix is rewritten; other requests reach the backend exactly as before.
     up = upstream(gateway.chat(model, path="/v2/openai/v1/chat/completions"))
     assert up["path"] == "/v2/openai/v1/chat/completions"
+    up = upstream(gateway.chat(model))
+    assert up["path"] == "/v1/chat/completions" and "x-envoy-original-path" not in up["headers"]
     up = upstream(gateway.client.get("/v1/openai/v1/models"))
     assert (up["name"], up["path"]) == ("vllm", "/v1/models")
