@@ -88,6 +88,26 @@ def test_every_deployment_file_carries_the_same_plugin_config():
     assert plugin["spec"]["pluginConfig"] == reference
 
 
+def test_istio_routes_answer_like_the_shipped_envoy_routes():
+    """The no_route 404 (JSON, labelled so) and the /v1/openai/v1/ rewrite, in both route tables."""
+    envoy = yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text())
+    routes = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"]["virtual_hosts"][0]["routes"]
+    no_route = routes[-1]
+    vs = next(d for d in yaml.safe_load_all((ROOT / "envoy/istio/envoyfilter.yaml").read_text())
+              if d and d.get("kind") == "VirtualService")
+    istio_no_route = vs["spec"]["http"][-1]
+    assert json.loads(istio_no_route["directResponse"]["body"]["string"]) == json.loads(
+        no_route["direct_response"]["body"]["inline_string"])
+    assert istio_no_route["headers"]["response"]["set"]["content-type"] == "application/json"
+    for provider in ("vllm", "openai", "anthropic"):
+        assert any(r["match"].get("prefix") == "/v1/openai/v1/" and r["route"].get("prefix_rewrite") == "/v1/"
+                   and r["match"]["headers"][0]["string_match"]["exact"] == provider for r in routes), provider
+        assert any(m.get("uri") == {"prefix": "/v1/openai/v1/"} and r.get("rewrite") == {"uri": "/v1/"}
+                   and m["headers"]["x-llm-provider"]["exact"] == provider
+                   for r in vs["spec"]["http"] for m in r.get("match", [])), provider
+
+
 def test_configs_validate_against_the_committed_schema():
     schema = json.loads((ROOT / "envoy/plugin-config.schema.json").read_text())
     jsonschema.validate(json.loads((ROOT / "envoy/plugin-config.json").read_text()), schema)
