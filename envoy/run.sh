@@ -27,6 +27,8 @@ The reply's "upstream" field shows what the vllm backend received: authorization
 x-maas-subscription from provider data, x-llm-provider set to vllm (the spoofed value is gone),
 no cookie, no provider-data header. Change the model to gpt-4o or claude-3-5-sonnet to reach
 the other backends; counters: curl -s --noproxy '*' http://127.0.0.1:9901/stats | grep llm_header
+The mocks stream too ("stream": true) and speak Anthropic's POST /v1/messages; to use the
+openai / anthropic / llama-stack-client SDKs, see "With the real SDKs" in README.md.
 
 MSG
 # shellcheck disable=SC2086
