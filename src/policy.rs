@@ -392,9 +392,19 @@ fn compile_provider(p: &ProviderConfig, path: &str, blocklist: &Blocklist, error
             errors.push(format!(
                 "{path}.client_headers.forward: {name:?} is always removed from the client's headers; it is never forwarded"
             ));
-        } else if is_client_auth(name) {
+        }
+    }
+    // Credentials are decided by client_auth alone: naming one in another client-header rule would
+    // be silently overruled, so it is an error (patterns such as "x-*" merely skip them).
+    for (field, patterns) in [
+        ("remove_headers", &remove_headers),
+        ("client_headers.drop", &client_drop),
+        ("client_headers.forward", &client_forward),
+    ] {
+        for pattern in patterns.iter().filter(|p| p.is_exact() && is_client_auth(p.as_str())) {
             errors.push(format!(
-                "{path}.client_headers.forward: {name:?} is a client credential: client_auth alone decides whether it is forwarded"
+                "{path}.{field}: {:?} is a client credential: client_auth alone decides whether it is forwarded",
+                pattern.as_str()
             ));
         }
     }
@@ -653,8 +663,8 @@ mod tests {
     fn rules_the_filter_would_never_apply_are_errors() {
         let msg = problems(
             r#"{"providers":[{"name":"a","models":["m"],
-                "remove_headers":["X-Forwarded-For","x-ok"],
-                "client_headers":{"mode":"allowlist","drop":["x-request-id","x-forwarded-*"],
+                "remove_headers":["X-Forwarded-For","x-ok","x-api-key"],
+                "client_headers":{"mode":"allowlist","drop":["x-request-id","x-forwarded-*","Api-Key"],
                                   "forward":["host","cookie","x-real-ip","x-envoy-*","x-llm-provider","authorization","x-*"]}}]}"#,
         );
         for needle in [
@@ -667,10 +677,12 @@ mod tests {
             "forward: \"x-envoy-*\" is always removed",
             "forward: \"x-llm-provider\" is always removed",
             "forward: \"authorization\" is a client credential",
+            "remove_headers: \"x-api-key\" is a client credential",
+            "client_headers.drop: \"api-key\" is a client credential",
         ] {
             assert!(msg.contains(needle), "missing {needle:?} in {msg}");
         }
-        assert!(msg.starts_with("9 configuration problems"), "{msg}");
+        assert!(msg.starts_with("11 configuration problems"), "{msg}");
         // Patterns that also cover headers the filter does decide are fine.
         policy(
             r#"{"providers":[{"name":"a","models":["m"],"remove_headers":["x-forward*"],
