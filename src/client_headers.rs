@@ -177,7 +177,7 @@ mod tests {
             br#"{"providers":[
                 {"name":"all","models":["a"],"remove_headers":["x-secret"],"client_headers":{"mode":"all"}},
                 {"name":"allow","models":["b"],"client_headers":{"mode":"allowlist","forward":["x-*","anthropic-beta"],"drop":["x-stainless-*","user-agent"]}},
-                {"name":"byok","models":["c"],"client_auth":"forward","client_headers":{"mode":"allowlist","drop":["x-*"]},"remove_headers":["api-key"]},
+                {"name":"byok","models":["c"],"client_auth":"forward","client_headers":{"mode":"allowlist","drop":["x-*"]},"remove_headers":["*-key"]},
                 {"name":"default","models":["d"]}
             ]}"#,
         )
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(rule(&p, Some(2), "x-api-key"), None);
         assert_eq!(rule(&p, Some(2), "proxy-authorization"), Some(ClientRule::AlwaysRemoved));
         assert_eq!(rule(&p, Some(2), "x-api-key"), None, "client_auth alone decides, not drop \"x-*\"");
-        assert_eq!(rule(&p, Some(2), "api-key"), None, "client_auth alone decides, not remove_headers");
+        assert_eq!(rule(&p, Some(2), "api-key"), None, "client_auth alone decides, not remove_headers \"*-key\"");
         assert_eq!(rule(&p, Some(2), "x-custom"), Some(ClientRule::Drop("x-*")));
         assert_eq!(rule(&p, Some(2), "openai-organization"), Some(ClientRule::NotAllowlisted));
     }
