@@ -55,8 +55,16 @@ pub const CLIENT_IDENTITY_NAMES: &[&str] =
 pub const CLIENT_AUTH_NAMES: &[&str] =
     &["authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "ocp-apim-subscription-key"];
 
+/// `name` must be lowercase. Underscore spellings count (`x_api_key`): CGI/WSGI-style servers
+/// read `_` and `-` alike.
 pub fn is_client_auth(name: &str) -> bool {
-    CLIENT_AUTH_NAMES.contains(&name)
+    CLIENT_AUTH_NAMES.contains(&name) || (name.contains('_') && CLIENT_AUTH_NAMES.contains(&dashed(name).as_str()))
+}
+
+/// `name` with every `_` read as `-`, the way CGI/WSGI-style servers (and Envoy's
+/// `headers_with_underscores_action` concerns) treat header names.
+fn dashed(name: &str) -> String {
+    name.replace('_', "-")
 }
 
 /// Why a (lowercased) name is blocked: the rule a reader can look up.
@@ -100,8 +108,13 @@ impl Blocklist {
         Blocklist { provider_data_headers, routing_headers, operator }
     }
 
-    /// The core part only (SPEC §4 without the configured names).
+    /// The core part only (SPEC §4 without the configured names). Underscore spellings are
+    /// blocked like the dashed name (`x_forwarded_for`): CGI/WSGI-style servers read them alike.
     pub fn core(name: &str) -> Option<BlockedBy<'static>> {
+        Self::core_exact(name).or_else(|| name.contains('_').then(|| Self::core_exact(&dashed(name))).flatten())
+    }
+
+    fn core_exact(name: &str) -> Option<BlockedBy<'static>> {
         if name.starts_with(':') {
             return Some(BlockedBy::PseudoHeader);
         }
@@ -116,9 +129,13 @@ impl Blocklist {
         self.routing_headers.iter().any(|h| h == name)
     }
 
-    /// `name` must be lowercase.
+    /// `name` must be lowercase. Underscore spellings are blocked like the dashed name.
     pub fn check(&self, name: &str) -> Option<BlockedBy<'_>> {
-        if let Some(b) = Self::core(name) {
+        self.check_exact(name).or_else(|| name.contains('_').then(|| self.check_exact(&dashed(name))).flatten())
+    }
+
+    fn check_exact(&self, name: &str) -> Option<BlockedBy<'_>> {
+        if let Some(b) = Self::core_exact(name) {
             return Some(b);
         }
         if self.provider_data_headers.iter().any(|h| h == name) {
@@ -202,6 +219,21 @@ mod tests {
         for allowed in ["x-forwardedx", "vias", "x-request", "x-http", "content-language", "x-client"] {
             assert_eq!(Blocklist::core(allowed), None, "{allowed}");
         }
+    }
+
+    #[test]
+    fn underscore_spellings_are_blocked_like_the_dashed_names() {
+        let b = list();
+        assert_eq!(b.check("x_forwarded_for"), Some(BlockedBy::Core("x-forwarded-")));
+        assert_eq!(b.check("x_real_ip"), Some(BlockedBy::Core("x-real-ip")));
+        assert_eq!(b.check("content_length"), Some(BlockedBy::Core("content-length")));
+        assert_eq!(b.check("x_envoy_retry_on"), Some(BlockedBy::Core("x-envoy-")));
+        assert_eq!(b.check("x_llamastack_provider_data"), Some(BlockedBy::ProviderDataHeader));
+        assert_eq!(b.check("x_llm_provider"), Some(BlockedBy::RoutingHeader));
+        assert_eq!(b.check("x_internal_debug"), Some(BlockedBy::Operator("x-internal-*")));
+        assert!(is_client_auth("x_api_key") && is_client_auth("api_key") && is_client_auth("x_goog_api_key"));
+        assert_eq!(b.check("x_maas_tier"), None);
+        assert!(!is_client_auth("x_custom"));
     }
 
     #[test]

@@ -37,3 +37,16 @@ def test_the_wildcard_still_forwards_ordinary_headers(wildcard):
     up = upstream(wildcard.chat("llama-3-8b", provider_data={"vllm_extra_headers": {"X-MaaS-Tier": "gold", "via-route": "a"}}))
     assert up["headers"]["x-maas-tier"] == ["gold"]
     assert up["headers"]["via-route"] == ["a"]
+
+
+@pytest.mark.parametrize("name", ["x_forwarded_for", "X_Real_IP", "content_length", "transfer_encoding",
+                                  "x_envoy_retry_on", "x_llm_provider", "x_llamastack_provider_data",
+                                  "x_http_method_override", "x_api_key", "proxy_authorization"])
+def test_underscore_spellings_of_blocked_names_are_blocked_too(wildcard, name):
+    """CGI/WSGI-style servers (and many frameworks) read `x_forwarded_for` as `X-Forwarded-For`;
+    Envoy's `headers_with_underscores_action` only judges what the client sends, not what a filter
+    adds, so the blocklist reads `_` as `-`."""
+    r = wildcard.chat("llama-3-8b", provider_data={"vllm_extra_headers": {name: "sneaky-value"}})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "blocked_header"
+    assert "sneaky-value" not in r.text
