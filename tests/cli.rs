@@ -45,6 +45,8 @@ fn explain_the_examples() {
         ("envoy/examples/blocked-header.json", 1, "rejected"),
         ("envoy/examples/duplicate-model.http", 1, "rejected"),
         ("envoy/examples/claude-sdk.json", 0, "forwarded"),
+        ("envoy/examples/case-variant-model.http", 1, "rejected"),
+        ("envoy/examples/spoofed-client-ip.json", 0, "forwarded"),
     ];
     for (request, code, outcome) in cases {
         let o = cli(&["explain", "--config", "envoy/plugin-config.json", "--request", request, "--json"]);
@@ -119,4 +121,24 @@ fn schema_properties_are_exactly_the_parsers_fields() {
     }
     assert_eq!(unknown(r#"{"providers": [], "extra": 1}"#.into()).len(), 1);
     assert!(Path::new(&root().join("envoy/plugin-config.json")).exists());
+}
+
+#[test]
+fn explain_shows_client_identity_headers_removed_and_check_refuses_rules_envoy_owns() {
+    let o =
+        cli(&["explain", "--config", "envoy/plugin-config.json", "--request", "envoy/examples/spoofed-client-ip.json"]);
+    let text = stdout(&o);
+    for line in ["- remove  forwarded", "- remove  x-real-ip", "by client identity header (always removed)"] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(!text.contains("203.0.113.7\n"), "the spoofed address is not among the upstream headers:\n{text}");
+
+    let bad = std::env::temp_dir().join(format!("llmhf-envoy-owned-{}.json", std::process::id()));
+    std::fs::write(&bad, r#"{"providers":[{"name":"a","models":["m"],"remove_headers":["x-forwarded-for"]}]}"#)
+        .expect("write");
+    let o = cli(&["check", "--config", bad.to_str().expect("path")]);
+    let _ = std::fs::remove_file(&bad);
+    assert_eq!(o.status.code(), Some(1));
+    let all = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    assert!(all.contains("names a header Envoy owns"), "{all}");
 }
