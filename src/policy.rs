@@ -7,7 +7,7 @@ use crate::client_headers::{left_to_envoy, only_always_removed, only_left_to_env
 use crate::config::{
     self, ClientAuth, ClientHeaderMode, FallbackConfig, OnInvalid, PluginConfig, ProviderConfig, Role,
 };
-use crate::header_syntax::{Pattern, check_value, is_header_pattern, is_token};
+use crate::header_syntax::{Pattern, check_value, first_match, is_header_pattern, is_token};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
@@ -408,11 +408,38 @@ fn compile_provider(p: &ProviderConfig, path: &str, blocklist: &Blocklist, error
             ));
         }
     }
+    // `remove_headers` applies to what provider data adds too, so a `forward_headers` target it
+    // matches would never be forwarded.
     let targets = set_headers.iter().map(|(n, _)| ("set_headers", n));
     let targets = targets.chain(default_headers.iter().map(|(n, _)| ("default_headers", n)));
+    let targets = targets.chain(forward_headers.iter().map(|f: &ForwardRule| ("forward_headers", &f.header)));
     for (field, name) in targets.chain(client_rename.iter().map(|(_, to)| ("client_headers.rename", to))) {
         if let Some(r) = remove_headers.iter().find(|r| r.matches(name)) {
             errors.push(format!("{path}: {name:?} is in {field} and matches remove_headers {:?}", r.as_str()));
+        }
+    }
+    // `set_headers` wins over a renamed header: the rename would only make the client's header
+    // disappear.
+    for (from, to) in &client_rename {
+        if set_headers.iter().any(|(n, _)| n == to) {
+            errors.push(format!(
+                "{path}.client_headers.rename.{from:?}: target {to:?} is also in set_headers, so the rename never applies"
+            ));
+        }
+    }
+    // An exact `client_headers.forward` name that `drop` or `remove_headers` also matches is never
+    // forwarded.
+    if p.client_headers.mode == ClientHeaderMode::Allowlist {
+        for name in client_forward.iter().filter(|f| f.is_exact()).map(Pattern::as_str) {
+            let by = first_match(&client_drop, name)
+                .map(|d| ("client_headers.drop", d))
+                .or_else(|| first_match(&remove_headers, name).map(|r| ("remove_headers", r)));
+            if let Some((field, pattern)) = by {
+                errors.push(format!(
+                    "{path}.client_headers.forward: {name:?} matches {field} {:?}, so it is never forwarded",
+                    pattern.as_str()
+                ));
+            }
         }
     }
 
@@ -687,6 +714,34 @@ mod tests {
         policy(
             r#"{"providers":[{"name":"a","models":["m"],"remove_headers":["x-forward*"],
                 "client_headers":{"mode":"allowlist","forward":["x-*","*"],"drop":["x-*"]}}]}"#,
+        );
+    }
+
+    #[test]
+    fn forward_rename_and_forward_headers_rules_that_never_apply_are_errors() {
+        let msg = problems(
+            r#"{"providers":[{"name":"a","models":["m"],
+                "forward_headers":{"tenant":"X-Tenant-Id","tok":{"header":"authorization","prefix":"Bearer "}},
+                "remove_headers":["x-tenant-*"],
+                "set_headers":{"x-gateway":"gw"},
+                "client_headers":{"forward":["x-*","x-stainless-lang","x-tenant-name","openai-*"],
+                                  "rename":{"x-customer":"X-Gateway","x-team":"x-team-id"}}}]}"#,
+        );
+        for needle in [
+            r#""x-tenant-id" is in forward_headers and matches remove_headers "x-tenant-*""#,
+            r#"rename."x-customer": target "x-gateway" is also in set_headers, so the rename never applies"#,
+            r#"client_headers.forward: "x-stainless-lang" matches client_headers.drop "x-stainless-*""#,
+            r#"client_headers.forward: "x-tenant-name" matches remove_headers "x-tenant-*""#,
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in {msg}");
+        }
+        assert!(msg.starts_with("4 configuration problems"), "{msg}");
+        // In mode "all" the forward list is not used; wildcard forward entries may overlap drop.
+        policy(
+            r#"{"providers":[{"name":"a","models":["m"],"forward_headers":{"tok":"authorization"},
+                "remove_headers":["x-debug"],"set_headers":{"x-gateway":"gw"},
+                "client_headers":{"mode":"all","forward":["x-stainless-lang"],"rename":{"x-customer":"x-cust"}}},
+               {"name":"b","models":["n"],"client_headers":{"forward":["x-*","x-stainless-*"]}}]}"#,
         );
     }
 

@@ -104,3 +104,25 @@ def test_rules_the_filter_would_never_apply_are_config_errors(backends):
                     'client_headers.forward: \\"host\\" names a header Envoy owns',
                     'client_headers.forward: \\"x-real-ip\\" is always removed']:
         assert problem.replace('\\"', '"') in line or problem in line, f"{problem!r} missing from: {line}"
+
+
+def test_forward_rename_and_forward_headers_rules_that_never_apply_are_config_errors(backends):
+    """Review of issue 10: these were accepted and did nothing. A `forward_headers` target that
+    `remove_headers` matches was never forwarded (the provider-data token silently vanished); a
+    rename onto a `set_headers` name removed the client's header and set nothing; an exact
+    `client_headers.forward` name that `drop` or `remove_headers` also matches was never forwarded."""
+    bad = {"providers": [
+        {"name": "vllm", "models": ["llama-*"],
+         "forward_headers": {"tenant_id": "x-tenant-id"}, "remove_headers": ["x-tenant-*"],
+         "set_headers": {"x-gateway": "gw"},
+         "client_headers": {"forward": ["x-*", "x-stainless-lang", "x-tenant-name"],
+                            "rename": {"x-customer-id": "x-gateway"}}},
+    ]}
+    failure = run_envoy_expecting_failure(backends, bad)
+    line = next(l for l in failure.splitlines() if "invalid plugin configuration" in l).replace('\\"', '"')
+    assert "4 configuration problems" in line, line
+    for problem in ['"x-tenant-id" is in forward_headers and matches remove_headers "x-tenant-*"',
+                    'rename."x-customer-id": target "x-gateway" is also in set_headers, so the rename never applies',
+                    'forward: "x-stainless-lang" matches client_headers.drop "x-stainless-*", so it is never forwarded',
+                    'forward: "x-tenant-name" matches remove_headers "x-tenant-*", so it is never forwarded']:
+        assert problem in line, f"{problem!r} missing from: {line}"
