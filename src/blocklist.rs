@@ -48,7 +48,20 @@ pub const CORE_PREFIXES: &[&str] = &["x-forwarded-", "x-envoy-"];
 /// Client-sent headers that claim who the client is and that Envoy does not manage: removed from
 /// every request, like `cookie` (Envoy owns `x-forwarded-*` and `x-request-id`).
 pub const CLIENT_IDENTITY_NAMES: &[&str] =
-    &["forwarded", "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-client-ip", "client-ip"];
+    &["forwarded", "x-forwarded", "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-client-ip", "client-ip"];
+
+/// Client-sent headers that tell a backend (or a framework in front of it) to use another method
+/// or URL than the request line, or to skip its middleware (Next.js `x-middleware-subrequest`):
+/// removed from every request, like `cookie`. The default allowlist `x-*` would otherwise forward
+/// them, although provider data may never set them (core blocklist).
+pub const REQUEST_OVERRIDE_NAMES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-middleware-subrequest",
+];
 
 /// Headers that carry the client's own credentials (LiteLLM's list). `client_auth: strip` removes
 /// them; provider data can set `authorization` only through an explicit `forward_headers` mapping.
@@ -169,7 +182,7 @@ mod tests {
         assert_eq!(b.check("x-envoy-upstream-rq-timeout-ms"), Some(BlockedBy::Core("x-envoy-")));
         assert_eq!(b.check("proxy-authorization"), Some(BlockedBy::Core("proxy-authorization")));
         assert_eq!(b.check("x-forwarded"), Some(BlockedBy::Core("x-forwarded")), "the x-forwarded- prefix misses it");
-        for n in CORE_NAMES.iter().chain(CLIENT_IDENTITY_NAMES) {
+        for n in CORE_NAMES.iter().chain(CLIENT_IDENTITY_NAMES).chain(REQUEST_OVERRIDE_NAMES) {
             assert!(b.check(n).is_some(), "{n}");
         }
     }

@@ -1,7 +1,7 @@
 //! Which headers the client itself sent are removed before the request goes upstream
 //! (SPEC §2 `client_headers`, `client_auth`, `remove_headers`, §3 for requests without a provider).
 
-use crate::blocklist::{CLIENT_IDENTITY_NAMES, is_client_auth};
+use crate::blocklist::{CLIENT_IDENTITY_NAMES, REQUEST_OVERRIDE_NAMES, is_client_auth};
 use crate::config::{ClientAuth, ClientHeaderMode};
 use crate::header_syntax::{Pattern, first_match};
 use crate::policy::{Policy, Provider};
@@ -19,6 +19,9 @@ pub enum ClientRule<'p> {
     AlwaysRemoved,
     /// A header claiming who the client is that Envoy does not manage (`forwarded`, `x-real-ip`, …).
     ClientIdentity,
+    /// A header asking the backend for another method or URL than the request line's, or to skip
+    /// its middleware (`x-http-method-override`, `x-original-url`, …).
+    RequestOverride,
     /// The client's own credentials (`client_auth: strip`, or no provider resolved).
     ClientAuth,
     /// The provider's `remove_headers` pattern.
@@ -44,6 +47,7 @@ impl ClientRule<'_> {
                 | ClientRule::EnvoyControl
                 | ClientRule::AlwaysRemoved
                 | ClientRule::ClientIdentity
+                | ClientRule::RequestOverride
         )
     }
 }
@@ -56,6 +60,7 @@ impl std::fmt::Display for ClientRule<'_> {
             ClientRule::EnvoyControl => write!(f, "x-envoy-* (Envoy control header)"),
             ClientRule::AlwaysRemoved => write!(f, "always removed"),
             ClientRule::ClientIdentity => write!(f, "client identity header (always removed)"),
+            ClientRule::RequestOverride => write!(f, "method or URL override header (always removed)"),
             ClientRule::ClientAuth => write!(f, "client_auth: strip"),
             ClientRule::RemoveHeaders(p) => write!(f, "remove_headers {p:?}"),
             ClientRule::Drop(p) => write!(f, "client_headers.drop {p:?}"),
@@ -115,11 +120,14 @@ pub fn only_always_removed(pattern: &Pattern) -> bool {
     }
 }
 
-/// `cookie`, `proxy-authorization` and the client identity headers: removed in every mode, with
-/// or without a provider.
+/// `cookie`, `proxy-authorization`, the client identity headers and the method/URL overrides:
+/// removed in every mode, with or without a provider.
 fn always_removed(name: &str) -> Option<ClientRule<'static>> {
     if name == "cookie" || name == "proxy-authorization" {
         return Some(ClientRule::AlwaysRemoved);
+    }
+    if REQUEST_OVERRIDE_NAMES.contains(&name) {
+        return Some(ClientRule::RequestOverride);
     }
     CLIENT_IDENTITY_NAMES.contains(&name).then_some(ClientRule::ClientIdentity)
 }
@@ -202,6 +210,14 @@ mod tests {
             for identity in CLIENT_IDENTITY_NAMES {
                 assert_eq!(rule(&p, provider, identity), Some(ClientRule::ClientIdentity), "{identity} {provider:?}");
             }
+            for name in REQUEST_OVERRIDE_NAMES {
+                assert_eq!(rule(&p, provider, name), Some(ClientRule::RequestOverride), "{name} {provider:?}");
+            }
+            assert_eq!(
+                rule(&p, provider, "x-forwarded"),
+                Some(ClientRule::ClientIdentity),
+                "the x-forwarded- prefix misses it"
+            );
             for kept in [":path", "host", "content-type", "content-length", "x-forwarded-for", "x-request-id"] {
                 assert_eq!(rule(&p, provider, kept), None, "{kept} {provider:?}");
             }

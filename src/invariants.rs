@@ -1,7 +1,7 @@
 //! The guarantees every decision keeps, whatever the request (SECURITY.md). Fuzz targets and
 //! property tests check each decision against them; the filter itself never calls this.
 
-use crate::blocklist::{CLIENT_IDENTITY_NAMES, is_client_auth};
+use crate::blocklist::{CLIENT_IDENTITY_NAMES, REQUEST_OVERRIDE_NAMES, is_client_auth};
 use crate::config::ClientAuth;
 use crate::decision::{BodyModel, Decision, Headers, Rewrite, SetRule};
 use crate::forwarding::{MAX_FORWARDED, Source};
@@ -195,6 +195,7 @@ fn check_upstream(policy: &Policy, headers: &Headers, rewrite: &Rewrite, v: &mut
             || lname == "cookie"
             || lname == "proxy-authorization"
             || CLIENT_IDENTITY_NAMES.contains(&lname.as_str())
+            || REQUEST_OVERRIDE_NAMES.contains(&lname.as_str())
         {
             v.push(format!("client's {name:?} reached upstream"));
         }

@@ -169,6 +169,23 @@ def test_client_identity_headers_are_removed_without_a_provider(gateway):
         assert name.lower() not in up["headers"], name
 
 
+# What the backend should do instead of what the request line says, and an identity claim the
+# `x-forwarded-` prefix misses. Provider data may never set these (core blocklist); the client's own
+# copies used to pass the default allowlist `x-*` to every backend.
+OVERRIDES = {"X-HTTP-Method-Override": "DELETE", "x-http-method": "DELETE", "X-Method-Override": "DELETE",
+             "X-Original-URL": "/admin", "x-rewrite-url": "/admin", "x-middleware-subrequest": "middleware",
+             "X-Forwarded": "for=6.6.6.6"}
+
+
+@pytest.mark.parametrize("model", ["llama-3-8b", "gpt-4o", "claude-3-5-sonnet"])
+def test_client_method_and_url_overrides_never_reach_the_backend(gateway, lab, model):
+    for gw in (gateway, lab):  # allowlist (shipped) and mode "all" (lab vllm)
+        up = upstream(gw.chat(model, headers=OVERRIDES))
+        assert not {n.lower() for n in OVERRIDES} & set(up["headers"]), (model, up["headers"])
+    up = upstream(gateway.client.get("/v1/models", headers=OVERRIDES))
+    assert not {n.lower() for n in OVERRIDES} & set(up["headers"])
+
+
 @pytest.mark.parametrize("number", ["123456789012345678901234567890", "1.0e2", "-0", "1E400", "0.10", "7"])
 def test_provider_data_numbers_are_forwarded_as_written(gateway, number):
     """Not rounded through a float, not reformatted: the header carries the client's JSON text."""
