@@ -142,6 +142,13 @@ impl Blocklist {
         self.routing_headers.iter().any(|h| h == name)
     }
 
+    /// The operator's `blocked_headers` pattern that matches `name` (lowercase): such a header is
+    /// also removed from what the client itself sends (a blocked name any client could simply
+    /// send would not be blocked).
+    pub fn operator_match(&self, name: &str) -> Option<&Pattern> {
+        first_match(&self.operator, name)
+    }
+
     /// `name` must be lowercase. Underscore spellings are blocked like the dashed name.
     pub fn check(&self, name: &str) -> Option<BlockedBy<'_>> {
         self.check_exact(name).or_else(|| name.contains('_').then(|| self.check_exact(&dashed(name))).flatten())

@@ -24,6 +24,8 @@ pub enum ClientRule<'p> {
     RequestOverride,
     /// The client's own credentials (`client_auth: strip`, or no provider resolved).
     ClientAuth,
+    /// The operator's `blocked_headers` pattern: blocked from provider data and from the client.
+    Blocked(&'p str),
     /// The provider's `remove_headers` pattern.
     RemoveHeaders(&'p str),
     /// A `client_headers.drop` pattern.
@@ -48,6 +50,7 @@ impl ClientRule<'_> {
                 | ClientRule::AlwaysRemoved
                 | ClientRule::ClientIdentity
                 | ClientRule::RequestOverride
+                | ClientRule::Blocked(_)
         )
     }
 }
@@ -62,6 +65,7 @@ impl std::fmt::Display for ClientRule<'_> {
             ClientRule::ClientIdentity => write!(f, "client identity header (always removed)"),
             ClientRule::RequestOverride => write!(f, "method or URL override header (always removed)"),
             ClientRule::ClientAuth => write!(f, "client_auth: strip"),
+            ClientRule::Blocked(p) => write!(f, "blocked_headers {p:?}"),
             ClientRule::RemoveHeaders(p) => write!(f, "remove_headers {p:?}"),
             ClientRule::Drop(p) => write!(f, "client_headers.drop {p:?}"),
             ClientRule::NotAllowlisted => write!(f, "client_headers.mode: allowlist"),
@@ -155,13 +159,18 @@ pub fn removal_rule<'p>(policy: &'p Policy, provider: Option<&'p Provider>, name
     if left_to_envoy(name) {
         return None;
     }
+    let blocked = || policy.blocklist.operator_match(name).map(|b| ClientRule::Blocked(b.as_str()));
     let Some(p) = provider else {
-        return is_client_auth(name).then_some(ClientRule::ClientAuth);
+        return if is_client_auth(name) { Some(ClientRule::ClientAuth) } else { blocked() };
     };
-    // `client_auth` alone decides the client's credentials, in both modes: `drop`, `forward` and
-    // `remove_headers` patterns (`x-*` matches `x-api-key`) never change what it says.
+    // `client_auth` alone decides the client's credentials, in both modes: `drop`, `forward`,
+    // `remove_headers` and `blocked_headers` patterns (`x-*` matches `x-api-key`) never change
+    // what it says.
     if is_client_auth(name) {
         return (p.client_auth == ClientAuth::Strip).then_some(ClientRule::ClientAuth);
+    }
+    if let Some(rule) = blocked() {
+        return Some(rule);
     }
     if let Some(pattern) = first_match(&p.remove_headers, name) {
         return Some(ClientRule::RemoveHeaders(pattern.as_str()));
@@ -225,6 +234,28 @@ mod tests {
         assert_eq!(rule(&p, None, "authorization"), Some(ClientRule::ClientAuth));
         assert_eq!(rule(&p, None, "x-api-key"), Some(ClientRule::ClientAuth));
         assert_eq!(rule(&p, None, "x-anything"), None);
+    }
+
+    #[test]
+    fn blocked_headers_are_removed_from_the_client_too_credentials_and_envoys_headers_aside() {
+        let p = Policy::from_json(
+            br#"{"blocked_headers":["x-internal-*","x-*-key","x-forwarded-*"],"providers":[
+                {"name":"all","models":["a"],"client_headers":{"mode":"all"}},
+                {"name":"byok","models":["b"],"client_auth":"forward"}]}"#,
+        )
+        .expect("valid");
+        for provider in [None, Some(0), Some(1)] {
+            assert_eq!(
+                rule(&p, provider, "x-internal-debug"),
+                Some(ClientRule::Blocked("x-internal-*")),
+                "{provider:?}"
+            );
+            assert_eq!(rule(&p, provider, "x-forwarded-for"), None, "Envoy's, {provider:?}");
+            assert_eq!(rule(&p, provider, "x-custom"), None, "{provider:?}");
+        }
+        assert_eq!(rule(&p, Some(0), "x-api-key"), Some(ClientRule::ClientAuth));
+        assert_eq!(rule(&p, Some(1), "x-api-key"), None, "client_auth alone decides credentials");
+        assert_eq!(rule(&p, Some(1), "x-other-key"), Some(ClientRule::Blocked("x-*-key")));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! property tests check each decision against them; the filter itself never calls this.
 
 use crate::blocklist::{CLIENT_IDENTITY_NAMES, REQUEST_OVERRIDE_NAMES, is_client_auth};
+use crate::client_headers::left_to_envoy;
 use crate::config::ClientAuth;
 use crate::decision::{BodyModel, Decision, Headers, Rewrite, SetRule};
 use crate::forwarding::{MAX_FORWARDED, Source};
@@ -198,6 +199,9 @@ fn check_upstream(policy: &Policy, headers: &Headers, rewrite: &Rewrite, v: &mut
             || REQUEST_OVERRIDE_NAMES.contains(&lname.as_str())
         {
             v.push(format!("client's {name:?} reached upstream"));
+        }
+        if policy.blocklist.operator_match(&lname).is_some() && !left_to_envoy(&lname) && !is_client_auth(&lname) {
+            v.push(format!("client's {name:?} on blocked_headers reached upstream"));
         }
         if policy.strip_provider_data && policy.is_provider_data_header(&lname) {
             v.push(format!("provider data header {name:?} reached upstream"));

@@ -388,7 +388,10 @@ fn compile_provider(p: &ProviderConfig, path: &str, blocklist: &Blocklist, error
     }
     for pattern in &client_forward {
         let name = pattern.as_str();
-        if only_always_removed(pattern) || blocklist.is_routing_header(name) {
+        if only_always_removed(pattern)
+            || blocklist.is_routing_header(name)
+            || (pattern.is_exact() && !is_client_auth(name) && blocklist.operator_match(name).is_some())
+        {
             errors.push(format!(
                 "{path}.client_headers.forward: {name:?} is always removed from the client's headers; it is never forwarded"
             ));
@@ -743,6 +746,18 @@ mod tests {
                 "client_headers":{"mode":"all","forward":["x-stainless-lang"],"rename":{"x-customer":"x-cust"}}},
                {"name":"b","models":["n"],"client_headers":{"forward":["x-*","x-stainless-*"]}}]}"#,
         );
+    }
+
+    #[test]
+    fn forwarding_a_client_header_on_blocked_headers_is_an_error() {
+        let msg = problems(
+            r#"{"blocked_headers":["x-internal-*","x-*-key"],"providers":[{"name":"a","models":["m"],
+                "client_auth":"forward","client_headers":{"forward":["x-*","x-internal-user","x-api-key"]}}]}"#,
+        );
+        assert!(msg.contains(r#"forward: "x-internal-user" is always removed"#), "{msg}");
+        assert!(msg.contains(r#"forward: "x-api-key" is a client credential"#), "{msg}");
+        assert!(!msg.contains(r#""x-api-key" is always removed"#), "credentials are client_auth's: {msg}");
+        assert!(msg.starts_with("2 configuration problems"), "{msg}");
     }
 
     #[test]

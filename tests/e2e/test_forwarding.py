@@ -186,6 +186,21 @@ def test_client_method_and_url_overrides_never_reach_the_backend(gateway, lab, m
     assert not {n.lower() for n in OVERRIDES} & set(up["headers"])
 
 
+@pytest.mark.parametrize("model", ["llama-3-8b", "gpt-4o", "claude-3-5-sonnet"])
+def test_client_headers_on_blocked_headers_never_reach_the_backend(gateway, lab, model):
+    """The shipped `blocked_headers: ["x-internal-*"]` refused `x-internal-user` from provider data
+    (400) while the same name sent as a plain client header passed the default `x-*` allowlist to
+    every backend."""
+    sent = {"X-Internal-Debug": "1", "x-internal-user": "admin"}
+    for gw in (gateway, lab):  # allowlist (shipped) and mode "all" (lab vllm)
+        up = upstream(gw.chat(model, headers=sent))
+        assert not [n for n in up["headers"] if n.startswith("x-internal-")], (model, up["headers"])
+    up = upstream(gateway.client.get("/v1/models", headers=sent))
+    assert not [n for n in up["headers"] if n.startswith("x-internal-")]
+    r = gateway.chat("llama-3-8b", provider_data={"vllm_extra_headers": {"x-internal-user": "admin"}})
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "blocked_header")
+
+
 @pytest.mark.parametrize("number", ["123456789012345678901234567890", "1.0e2", "-0", "1E400", "0.10", "7"])
 def test_provider_data_numbers_are_forwarded_as_written(gateway, number):
     """Not rounded through a float, not reformatted: the header carries the client's JSON text."""
