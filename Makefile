@@ -17,7 +17,7 @@ export no_proxy := 127.0.0.1,localhost
 NOOP_WASM := target/wasm32-unknown-unknown/release/noop_filter.wasm
 CLI       := target/release/llm-header-forward
 
-.PHONY: all build cli schema test lint unit e2e run run-func-e setup clean bench soak fuzz
+.PHONY: all build cli schema test lint unit e2e run run-func-e setup clean bench soak fuzz attack
 
 all: build
 
@@ -79,6 +79,15 @@ $(NOOP_WASM): bench/noop/src/lib.rs bench/noop/Cargo.toml
 bench: build setup $(NOOP_WASM)
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
 	ENVOY=$(ENVOY) $(VPY) bench/run.py $(BENCH_ARGS)
+
+# The held-streams attack of tests/e2e/test_availability.py at full size (make test runs it with
+# 40 connections): ATTACK_CONNECTIONS h2c connections x 100 streams, each with ~28 KiB of
+# HPACK-indexed headers and an unfinished body. Figures go to stdout and .run/attack.json.
+ATTACK_CONNECTIONS ?= 200
+attack: build setup
+	@mkdir -p .run
+	ATTACK_CONNECTIONS=$(ATTACK_CONNECTIONS) ATTACK_REPORT=$(CURDIR)/.run/attack.json ENVOY=$(ENVOY) \
+	  $(VPY) -m pytest tests/e2e/test_availability.py -q -s
 
 # 100,000 requests at concurrency 64 through real Envoy, each checked for leakage (SECURITY.md).
 SOAK_ARGS ?=

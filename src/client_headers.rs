@@ -37,6 +37,9 @@ pub enum ClientRule<'p> {
     HeldForAttempts,
     /// `client_headers.rename`: kept, but reaches the provider under the name `to`.
     Renamed { to: &'p str },
+    /// A request trailer with a name Envoy manages only as a header (framing, host, hop-by-hop,
+    /// `x-forwarded-*`, `x-request-id`): as a trailer nothing checks it, so it never passes.
+    NotATrailer,
 }
 
 impl ClientRule<'_> {
@@ -73,6 +76,7 @@ impl std::fmt::Display for ClientRule<'_> {
                 write!(f, "fallback chain: restored only for attempts whose provider accepts it")
             }
             ClientRule::Renamed { to } => write!(f, "client_headers.rename to {to:?}"),
+            ClientRule::NotATrailer => write!(f, "managed by Envoy as a header, never accepted as a trailer"),
         }
     }
 }

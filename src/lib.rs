@@ -18,6 +18,7 @@ pub mod model_scan;
 pub mod policy;
 pub mod provider_data;
 pub mod rejection;
+pub mod request_trailers;
 
 // Tools and test support (the CLI, fuzzing, property tests); never part of the filter.
 #[cfg(not(target_arch = "wasm32"))]

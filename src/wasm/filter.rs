@@ -4,8 +4,9 @@
 use crate::decision::{Decision, Rewrite};
 use crate::flow::{self, AfterHeaders, BodyRead};
 use crate::handover::HANDOVER_KEY;
-use crate::policy::Policy;
+use crate::policy::{Policy, Target};
 use crate::rejection::{ErrorCode, Rejection};
+use crate::request_trailers;
 use crate::wasm::metrics::Metrics;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -63,7 +64,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter { ready: self.ready.clone(), headers: Vec::new(), body: None }))
+        Some(Box::new(Filter { ready: self.ready.clone(), stage: Stage::Headers }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -83,9 +84,21 @@ const READ_PIECE: usize = 64 * 1024;
 
 struct Filter {
     ready: Option<Rc<(Policy, Metrics)>>,
-    /// Kept while the body is read: the decision needs them at the end.
-    headers: Vec<(String, Vec<u8>)>,
-    body: Option<BodyRead>,
+    stage: Stage,
+}
+
+/// Where the request is. Every stage has a small fixed size: a paused request costs the VM the
+/// same few hundred bytes whatever its headers weigh (HPACK lets a client send 60 KiB of headers
+/// for a few bytes, on thousands of streams), so the headers are never copied into the VM for
+/// longer than one callback.
+enum Stage {
+    Headers,
+    /// Reading the body; the headers stay in Envoy and are read again when it ends.
+    Body(BodyRead),
+    /// Forwarded to this provider or chain (`None`: unrouted); its rules also judge trailers.
+    Forwarded(Option<Target>),
+    /// Rejected: a local reply was sent.
+    Done,
 }
 
 impl Context for Filter {}
@@ -93,26 +106,29 @@ impl Context for Filter {}
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(ready) = self.ready.clone() else {
+            self.stage = Stage::Done;
             return reject(None, internal("the filter is not configured"));
         };
         let (policy, metrics) = (&ready.0, &ready.1);
         metrics.request();
         let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(h) => h,
-            Err(_) => return reject(Some(metrics), internal("cannot read the request headers")),
+            Err(_) => {
+                self.stage = Stage::Done;
+                return reject(Some(metrics), internal("cannot read the request headers"));
+            }
         };
         match flow::on_request_headers(policy, &headers, end_of_stream) {
-            AfterHeaders::Decided(decision) => apply(policy, metrics, decision),
+            AfterHeaders::Decided(decision) => self.apply(policy, metrics, decision),
             AfterHeaders::ReadBody(read) => {
-                self.headers = headers;
-                self.body = Some(read);
+                self.stage = Stage::Body(read);
                 Action::Pause
             }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(ready), Some(read)) = (self.ready.clone(), self.body.as_mut()) else {
+        let (Some(ready), Stage::Body(read)) = (self.ready.clone(), &mut self.stage) else {
             return Action::Continue;
         };
         let (policy, metrics) = (&ready.0, &ready.1);
@@ -126,12 +142,12 @@ impl HttpContext for Filter {
                 Ok(Some(piece)) if !piece.is_empty() => piece,
                 Ok(_) => break,
                 Err(_) => {
-                    self.body = None;
+                    self.stage = Stage::Done;
                     return reject(Some(metrics), internal("cannot read the request body"));
                 }
             };
             if let Some(rejection) = read.on_chunk(policy, &piece) {
-                self.body = None;
+                self.stage = Stage::Done;
                 return reject(Some(metrics), rejection);
             }
         }
@@ -142,50 +158,89 @@ impl HttpContext for Filter {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        match self.ready.clone() {
-            Some(ready) if self.body.is_some() => self.finish_body(&ready.0, &ready.1),
-            _ => Action::Continue,
+        let Some(ready) = self.ready.clone() else { return Action::Continue };
+        let (policy, metrics) = (&ready.0, &ready.1);
+        if matches!(self.stage, Stage::Body(_)) {
+            // Trailers end the body: decide first, then judge the trailers for that provider.
+            let action = self.finish_body(policy, metrics);
+            if !matches!(self.stage, Stage::Forwarded(_)) {
+                return action;
+            }
         }
+        let Stage::Forwarded(target) = self.stage else { return Action::Continue };
+        let trailers = match hostcalls::get_map_bytes(MapType::HttpRequestTrailers) {
+            Ok(t) => t,
+            Err(_) => {
+                self.stage = Stage::Done;
+                return reject(Some(metrics), internal("cannot read the request trailers"));
+            }
+        };
+        let removals = request_trailers::removals(policy, target, &trailers);
+        for removal in &removals {
+            if hostcalls::remove_map_value(MapType::HttpRequestTrailers, &removal.name).is_err() {
+                log::warn!("could not remove trailer {:?}", removal.name);
+            }
+        }
+        if !removals.is_empty() && log::log_enabled!(log::Level::Debug) {
+            let names: Vec<String> = removals.iter().map(|r| format!("-{:?}({})", r.name, r.rule)).collect();
+            log::debug!("trailers: {}", names.join(" "));
+        }
+        Action::Continue
     }
 }
 
 impl Filter {
     fn finish_body(&mut self, policy: &Policy, metrics: &Metrics) -> Action {
-        let Some(read) = self.body.take() else { return Action::Continue };
-        let headers = std::mem::take(&mut self.headers);
+        let Stage::Body(read) = std::mem::replace(&mut self.stage, Stage::Done) else { return Action::Continue };
+        // Read again from Envoy (see `Stage`): the request is still paused, so they are unchanged.
+        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(h) => h,
+            Err(_) => return reject(Some(metrics), internal("cannot read the request headers")),
+        };
         let decision = read.on_end(policy, &headers);
-        apply(policy, metrics, decision)
+        drop(headers);
+        self.apply(policy, metrics, decision)
+    }
+
+    fn apply(&mut self, policy: &Policy, metrics: &Metrics, decision: Decision) -> Action {
+        match decision {
+            Decision::Reject(rejection) => {
+                self.stage = Stage::Done;
+                reject(Some(metrics), rejection)
+            }
+            Decision::Forward(rewrite) => {
+                // A chain request: the upstream role reads what the attempts need from filter
+                // state (never a header: the header map is shared by every attempt). Without it
+                // every attempt would be refused, so fail now.
+                if let Some(handover) = &rewrite.handover
+                    && hostcalls::set_property(vec![HANDOVER_KEY], Some(handover)).is_err()
+                {
+                    self.stage = Stage::Done;
+                    return reject(
+                        Some(metrics),
+                        internal("cannot hand the fallback chain's state to the upstream filter"),
+                    );
+                }
+                rewrite_headers(&rewrite);
+                let target = request_trailers::target_of(policy, &rewrite);
+                let provider = match target {
+                    Some(Target::Provider(i)) => Some(i),
+                    _ => None,
+                };
+                metrics.forwarded(provider, &rewrite);
+                metrics.request_done();
+                if log::log_enabled!(log::Level::Debug) {
+                    log::debug!("{}", rewrite.summary());
+                }
+                self.stage = Stage::Forwarded(target);
+                Action::Continue
+            }
+        }
     }
 }
 
 fn internal(what: &str) -> Rejection {
     Rejection::new(ErrorCode::InternalError, what.to_string())
-}
-
-fn apply(policy: &Policy, metrics: &Metrics, decision: Decision) -> Action {
-    match decision {
-        Decision::Reject(rejection) => reject(Some(metrics), rejection),
-        Decision::Forward(rewrite) => {
-            // A chain request: the upstream role reads what the attempts need from filter state
-            // (never a header: the header map is shared by every attempt). Without it every
-            // attempt would be refused, so fail now.
-            if let Some(handover) = &rewrite.handover
-                && hostcalls::set_property(vec![HANDOVER_KEY], Some(handover)).is_err()
-            {
-                return reject(
-                    Some(metrics),
-                    internal("cannot hand the fallback chain's state to the upstream filter"),
-                );
-            }
-            rewrite_headers(&rewrite);
-            metrics.forwarded(policy, &rewrite);
-            metrics.request_done();
-            if log::log_enabled!(log::Level::Debug) {
-                log::debug!("{}", rewrite.summary());
-            }
-            Action::Continue
-        }
-    }
 }
 
 fn rewrite_headers(rewrite: &Rewrite) {

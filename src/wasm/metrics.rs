@@ -32,6 +32,9 @@ pub struct Metrics {
     providers: usize,
     /// Set when the host has no timer: then every request flushes.
     flush_each_request: std::cell::Cell<bool>,
+    /// The `vm_memory_bytes` gauge, and the share of it this VM has added so far.
+    memory_gauge: Option<u32>,
+    memory_reported: std::cell::Cell<u64>,
 }
 
 fn counter(name: String) -> Option<u32> {
@@ -54,7 +57,23 @@ impl Metrics {
         names.extend(ErrorCode::ALL.iter().map(|c| format!("{PREFIX}.rejected.{}", c.as_str())));
         let ids: Vec<Option<u32>> = names.into_iter().map(counter).collect();
         let pending = RefCell::new(vec![0; ids.len()]);
-        Metrics { ids, pending, providers: policy.providers.len(), flush_each_request: Default::default() }
+        let memory_gauge = match define_metric(MetricType::Gauge, &format!("{PREFIX}.vm_memory_bytes")) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                log::warn!("cannot define metric {PREFIX}.vm_memory_bytes: {e:?}");
+                None
+            }
+        };
+        let metrics = Metrics {
+            ids,
+            pending,
+            providers: policy.providers.len(),
+            flush_each_request: Default::default(),
+            memory_gauge,
+            memory_reported: Default::default(),
+        };
+        metrics.report_memory();
+        metrics
     }
 
     /// Without a timer, increments go to Envoy at the end of each request instead.
@@ -75,8 +94,20 @@ impl Metrics {
         }
     }
 
+    /// Adds this VM's linear-memory growth to the `vm_memory_bytes` gauge, so the gauge is the sum
+    /// of every worker VM's memory (a VM's memory only grows; a crashed VM's share stays counted).
+    fn report_memory(&self) {
+        let Some(id) = self.memory_gauge else { return };
+        let now = core::arch::wasm32::memory_size(0) as u64 * 65536;
+        let grown = now.saturating_sub(self.memory_reported.get());
+        if grown > 0 && increment_metric(id, grown as i64).is_ok() {
+            self.memory_reported.set(now);
+        }
+    }
+
     /// Hands the pending increments to Envoy.
     pub fn flush(&self) {
+        self.report_memory();
         for (slot, n) in self.pending.borrow_mut().iter_mut().enumerate() {
             if *n > 0 {
                 if let Some(id) = self.ids.get(slot).copied().flatten() {
@@ -97,8 +128,9 @@ impl Metrics {
         }
     }
 
-    pub fn forwarded(&self, policy: &Policy, rewrite: &Rewrite) {
-        match rewrite.provider.and_then(|name| policy.provider_index(name)) {
+    /// `provider`: the index of the provider the request was forwarded to.
+    pub fn forwarded(&self, provider: Option<usize>, rewrite: &Rewrite) {
+        match provider {
             Some(i) => self.add(PROVIDERS + i, 1),
             None => self.add(UNROUTED, 1),
         }

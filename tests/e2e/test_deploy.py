@@ -63,7 +63,8 @@ def test_yaml_parses_and_embedded_plugin_configs_are_valid(path):
     for doc in docs:
         for wasm in wasm_configs(doc):
             assert wasm.get("allow_on_headers_stop_iteration") is True, f"{path}: body-based routing needs it"
-            assert wasm.get("failure_policy") == "FAIL_CLOSED", path
+            # A crashed VM is replaced, never skipped (FAIL_OPEN would pass requests unfiltered).
+            assert wasm.get("failure_policy") == "FAIL_RELOAD", path
             configs.append(wasm["configuration"]["value"])
         if doc.get("kind") == "WasmPlugin":
             configs.append(json.dumps(doc["spec"]["pluginConfig"]))

@@ -1,4 +1,5 @@
-"""Failure behaviour: nothing hangs, nothing passes half-rewritten, a dead VM refuses traffic."""
+"""Failure behaviour: nothing hangs, nothing passes half-rewritten, a crashed VM fails its own requests
+and is replaced."""
 
 import copy
 import json
@@ -12,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from harness import NOOP_WASM, WASM, Gateway, shipped_config, shipped_plugin_config, upstream
+from harness import NOOP_WASM, WASM, Gateway, _wasm_filter_config, shipped_config, shipped_plugin_config, upstream
 
 
 def _hcm(cfg):
@@ -25,29 +26,100 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_a_failed_vm_fails_closed(backends):
-    """FAIL_CLOSED (as shipped): once a plugin's VM has crashed, requests are refused, not passed
-    unfiltered. The crash comes from the bench's do-nothing module told to panic."""
-    if not NOOP_WASM.exists():
-        pytest.skip("build the do-nothing module: make test builds it")
+def crashing_filter(reload_config=None):
+    """A tweak that puts the bench's do-nothing module, configured to panic on `x-crash` and to
+    hold every request with a body until the body ends, in front of the filter, with the shipped
+    failure policy (`reload_config` may replace the shipped back-off)."""
 
-    def add_crashing_filter(cfg):
+    def tweak(cfg):
+        shipped = _wasm_filter_config(cfg)
         crash = {"name": "envoy.filters.http.wasm", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {"name": "crash", "root_id": "crash", "failure_policy": "FAIL_CLOSED",
+            "config": {"name": "crash", "root_id": "crash", "allow_on_headers_stop_iteration": True,
+                       "failure_policy": shipped["failure_policy"],
+                       "reload_config": reload_config or shipped["reload_config"],
                        "vm_config": {"vm_id": "crash", "runtime": "envoy.wasm.runtime.v8",
                                      "code": {"local": {"filename": str(NOOP_WASM)}}},
                        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "crash"}}}}
         _hcm(cfg)["http_filters"].insert(0, crash)
 
-    gw = Gateway(backends, tweak=add_crashing_filter, concurrency=1)
+    return tweak
+
+
+def hold(gw, token):
+    """Starts a request whose body is not finished: the VM holds it."""
+    port = int(gw.base.rsplit(":", 1)[1])
+    body = json.dumps({"model": "llama-3-8b", "messages": []}).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+              b"x-llamastack-provider-data: " + json.dumps({"vllm_api_token": token}).encode() + b"\r\n"
+              b"content-length: %d\r\n\r\n" % len(body) + body[:10])
+    return s, body[10:]
+
+
+def finish(held):
+    s, rest = held
+    with s:
+        s.sendall(rest)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def requires_noop():
+    if not NOOP_WASM.exists():
+        pytest.skip("build the do-nothing module: make test builds it")
+
+
+def test_a_crashed_vm_fails_its_requests_and_is_reloaded(backends):
+    """FAIL_RELOAD (as shipped): the requests the VM held when it crashed get 503 and never reach
+    the backend; the next request after the back-off (0.2-0.3 s) gets a fresh VM and is filtered
+    as usual. (FAIL_CLOSED answered 503 to every later request until Envoy was restarted.)"""
+    requires_noop()
+    gw = Gateway(backends, tweak=crashing_filter(), concurrency=1)
     try:
         assert gw.chat("llama-3-8b").status_code == 200
+        held = [hold(gw, f"sk-held-{i}") for i in range(3)]
+        time.sleep(0.3)  # let Envoy deliver the partial bodies (not an assertion)
         crashed = gw.chat("llama-3-8b", headers={"x-crash": "1"})
-        assert crashed.status_code >= 500
-        after = gw.chat("llama-3-8b", provider_data={"vllm_api_token": "sk-after-crash"})
-        assert after.status_code >= 500, "a dead VM must not let requests through"
-        assert "sk-after-crash" not in after.text
+        assert crashed.status_code == 503
+        for h in held:
+            status, reply = finish(h)
+            assert status == 503, reply
+            assert b"sk-held" not in reply
+        # Poll until the reloaded VM serves (no assertion on how long that takes).
+        deadline = time.time() + 20
+        while True:
+            after = gw.chat("llama-3-8b", provider_data={"vllm_api_token": "sk-after-crash"})
+            if after.status_code == 200 or time.time() > deadline:
+                break
+            assert after.status_code == 503 and "sk-after-crash" not in after.text, "never unfiltered"
+            time.sleep(0.05)
+        up = upstream(after)
+        assert up["headers"]["authorization"] == ["Bearer sk-after-crash"], "the filter still runs after the reload"
+        assert "x-llamastack-provider-data" not in up["headers"]
+        assert gw.wait_for_stat("wasm.crash.vm_reload_success", 1)["wasm.crash.vm_reload_success"] == 1
+        assert "sk-held" not in json.dumps([upstream(gw.chat("llama-3-8b"))])
+    finally:
+        gw.stop()
+
+
+def test_during_the_reload_back_off_requests_are_refused_not_passed(backends):
+    """Within the back-off after a (re)load, a crashed VM is not replaced yet: requests get 503,
+    never the backend unfiltered. A 60 s back-off makes that window certain here."""
+    requires_noop()
+    gw = Gateway(backends, tweak=crashing_filter({"backoff": {"base_interval": "60s"}}), concurrency=1)
+    try:
+        assert gw.chat("llama-3-8b", headers={"x-crash": "1"}).status_code == 503
+        for i in range(3):
+            r = gw.chat("llama-3-8b", provider_data={"vllm_api_token": f"sk-backoff-{i}"},
+                        headers={"x-llm-provider": "openai"})
+            assert r.status_code == 503 and f"sk-backoff-{i}" not in r.text
+        assert gw.stats()["wasm.crash.vm_reload_backoff"] >= 1
     finally:
         gw.stop()
 

@@ -9,7 +9,8 @@
 //!   "clear"   - only clear the route cache
 //!   "pairs"   - like "headers", but write the whole header map back in one call
 //!   "add"     - only add six headers (no replace)
-//! and, for the failure tests, "crash": panic (killing the VM) on a request with `x-crash`.
+//! and, for the failure tests, "crash": panic (killing the VM) on a request with `x-crash`, and hold
+//! every other request with a body until the body ends (as the filter does while it reads the model).
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
@@ -112,7 +113,7 @@ impl HttpContext for Noop {
                 if hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-crash").ok().flatten().is_some() {
                     panic!("crash requested by the test");
                 }
-                Action::Continue
+                if end_of_stream { Action::Continue } else { Action::Pause }
             }
             Mode::Clear => {
                 let _ = hostcalls::call_foreign_function("clear_route_cache", None);
@@ -126,7 +127,7 @@ impl HttpContext for Noop {
             self.seen += chunk.ok().flatten().map_or(0, |c| c.len());
         }
         match self.mode {
-            Mode::Pause | Mode::Read if !end_of_stream => Action::Pause,
+            Mode::Pause | Mode::Read | Mode::Crash if !end_of_stream => Action::Pause,
             _ => Action::Continue,
         }
     }
