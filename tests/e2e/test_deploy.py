@@ -101,6 +101,13 @@ def test_istio_routes_answer_like_the_shipped_envoy_routes():
     assert json.loads(istio_no_route["directResponse"]["body"]["string"]) == json.loads(
         no_route["direct_response"]["body"]["inline_string"])
     assert istio_no_route["headers"]["response"]["set"]["content-type"] == "application/json"
+    # Requests without a model reach a backend only as exactly GET /v1/models, in both tables.
+    unrouted = [r for r in routes if "headers" not in r["match"] or r["match"]["headers"][0]["name"] == ":method"]
+    assert [(r["match"].get("path"), r["match"]["headers"][0]["string_match"]["exact"]) for r in unrouted[:-1]] == [
+        ("/v1/models", "GET"), ("/v1/openai/v1/models", "GET")]
+    istio_unrouted = [m for r in vs["spec"]["http"] for m in r.get("match", []) if "x-llm-provider" not in m.get("headers", {})]
+    assert istio_unrouted == [{"uri": {"exact": "/v1/models"}, "method": {"exact": "GET"}},
+                              {"uri": {"exact": "/v1/openai/v1/models"}, "method": {"exact": "GET"}}]
     for provider in ("vllm", "openai", "anthropic"):
         assert any(r["match"].get("prefix") == "/v1/openai/v1/" and r["route"].get("prefix_rewrite") == "/v1/"
                    and r["match"]["headers"][0]["string_match"]["exact"] == provider for r in routes), provider
