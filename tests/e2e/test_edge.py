@@ -1,8 +1,10 @@
 """The shipped Envoy's edge hardening: what a client cannot make the backend see, whatever it
 writes (forwarding headers, underscore spellings, paths), and Envoy's own limits."""
 
+import collections
 import socket
 
+import h2.settings
 import pytest
 
 from h2c import Client, request_headers
@@ -109,6 +111,34 @@ def test_http2_limits_are_advertised(gateway):
         assert c.max_streams == 100
     finally:
         c.close()
+
+
+def test_a_client_ignoring_the_stream_limit_loses_its_connection(gateway):
+    """An attacker that opens more streams than the advertised 100 (the h2 package is told the
+    limit is higher) does not get them: Envoy closes the whole connection, and every stream it
+    held goes with it."""
+    port = int(gateway.base.rsplit(":", 1)[1])
+    c = Client(port)
+    try:
+        limit = c.max_streams
+        assert limit <= 100, f"Envoy allows {limit} streams per connection"
+        c.conn.remote_settings._settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = collections.deque([10 * limit])
+        for _ in range(limit + 50):
+            sid = c.open(request_headers(port, extra=[("content-type", "application/json")]))
+            c.data(sid, b'{"model":"llama-3-8b"')
+        c.sock.settimeout(10)
+        closed = False
+        while not closed:
+            try:
+                closed = not c.sock.recv(65536)
+            except ConnectionResetError:
+                closed = True
+        assert closed
+    finally:
+        c.close()
+    active = gateway.wait_for_stat("http.llm_gateway.downstream_rq_active", 0)
+    assert active["http.llm_gateway.downstream_rq_active"] == 0
+    assert upstream(gateway.chat("llama-3-8b"))["name"] == "vllm"
 
 
 def test_no_unbounded_connection_warning_at_start(backends):
