@@ -18,7 +18,10 @@ Each NAME=HOST:PORT starts one backend called NAME. Standard library only; loopb
 Every non-streaming reply has an `upstream` field: the backend name, method, path, the received
 headers (as [name, value] pairs, in order) and the body size. Streams carry it in their first event
 (the first chunk; `message_start`'s message). Each backend also keeps the last requests it received
-(`server.received`), for in-process tests.
+(`server.received`, each with the `body` it got), for in-process tests.
+
+A request header `x-mock-fail: vllm=503,openai=reset` makes the named backends fail that request
+instead (a status, or `reset`: the connection is dropped without a reply), to show fallback chains.
 
 Query parameters, for tests: `?delay_ms=N` answers after N ms; `?chunks=N` streams N content
 pieces (default 4). A request header `x-mock-gate: <id>` makes a stream wait, before its last
@@ -103,12 +106,31 @@ class Handler(BaseHTTPRequestHandler):
             if "delay_ms" in query:
                 time.sleep(int(query["delay_ms"][0]) / 1000)
             request = Request(self, body, query)
-            self.server.record(request.upstream)
+            self.server.record({**request.upstream, "body": body.decode(errors="replace")})
+            failure = self.failure()
+            if failure == "reset":
+                self.close_connection = True
+                self.connection.shutdown(2)  # no reply at all: Envoy sees the connection reset
+                return
+            if failure:
+                self.reply(int(failure), {"error": {"message": f"mock {self.backend} failing on demand",
+                                                    "type": "server_error", "param": None, "code": "mock_failure"},
+                                          "upstream": request.upstream})
+                return
             self.route()(request)
         except GONE:
             self.close_connection = True  # the client or Envoy cancelled: nothing to answer
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
+
+    def failure(self):
+        """`x-mock-fail: vllm=503, openai=reset`: what this backend does instead of answering (a
+        status, or `reset`: drop the connection without a reply), to show fallback chains."""
+        for item in self.headers.get("x-mock-fail", "").split(","):
+            name, _, how = item.strip().partition("=")
+            if name == self.backend:
+                return how or "503"
+        return None
 
     # ---- answers -----------------------------------------------------------------------------
 

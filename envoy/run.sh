@@ -30,6 +30,18 @@ the other backends; counters: curl -s --noproxy '*' http://127.0.0.1:9901/stats 
 The mocks stream too ("stream": true) and speak Anthropic's POST /v1/messages; to use the
 openai / anthropic / llama-stack-client SDKs, see "With the real SDKs" in README.md.
 
+Fallback chain llama-ha (vllm, then openai with model gpt-4o-mini). The mock vllm fails this one
+on demand (x-mock-fail: vllm=503), Envoy retries on openai, and the filter's upstream role fits the
+retry to openai: openai's key instead of vllm's, no vllm extra headers, the model rewritten:
+
+  curl -s --noproxy '*' http://127.0.0.1:10000/v1/chat/completions \
+    -H 'content-type: application/json' -H 'x-mock-fail: vllm=503' \
+    -H 'X-LlamaStack-Provider-Data: {"vllm_api_token":"vllm-key","openai_api_key":"openai-key","vllm_extra_headers":{"X-MaaS-Subscription":"free-tier"}}' \
+    -d '{"model":"llama-3-70b","messages":[{"role":"user","content":"hi"}]}'
+
+The reply comes from openai ("upstream".name): authorization "Bearer openai-key", x-llm-provider
+openai, "model" gpt-4o-mini, and nothing vllm's attempt carried (vllm-key, x-maas-subscription).
+
 MSG
 # shellcheck disable=SC2086
 $ENVOY -c envoy/envoy.yaml --use-dynamic-base-id --log-level warning --component-log-level wasm:info

@@ -23,6 +23,9 @@ pub enum Attempt<'p> {
 pub struct AttemptPlan<'p> {
     pub chain: &'p str,
     pub provider: &'p str,
+    /// Index of the chain in [`Policy::chains`], and of this attempt in the chain (metrics).
+    pub chain_index: usize,
+    pub attempt_index: usize,
     /// Removed from the shared map first: every header an earlier attempt may have set or restored.
     pub remove: Vec<String>,
     /// Then set, in order: the first value of a name replaces, later ones are added.
@@ -103,7 +106,8 @@ pub fn decide_attempt<'p>(
     let Some(handover) = Handover::decode(raw) else {
         return refuse("The fallback chain's request state is unreadable");
     };
-    let Some(chain) = policy.chain_index(&handover.chain).and_then(|i| policy.chains.get(i)) else {
+    let Some((chain_index, chain)) = policy.chain_index(&handover.chain).and_then(|i| Some((i, policy.chains.get(i)?)))
+    else {
         return refuse("The request's fallback chain is not configured in the upstream filter");
     };
     let Some(endpoint_provider) = endpoint_provider.and_then(|v| std::str::from_utf8(v).ok()) else {
@@ -116,12 +120,12 @@ pub fn decide_attempt<'p>(
     else {
         return refuse("The chosen endpoint's provider is not part of the request's fallback chain");
     };
-    plan(policy, chain, index, &handover, current, earlier).unwrap_or_else(Attempt::Refuse)
+    plan(policy, (chain_index, chain), index, &handover, current, earlier).unwrap_or_else(Attempt::Refuse)
 }
 
 fn plan<'p>(
     policy: &'p Policy,
-    chain: &'p Chain,
+    (chain_index, chain): (usize, &'p Chain),
     index: usize,
     handover: &Handover,
     current: &Headers,
@@ -180,7 +184,15 @@ fn plan<'p>(
         // An earlier attempt may have rewritten the model; this one is sent the original body.
         set.push(("content-length".into(), length.clone()));
     }
-    Ok(Attempt::Apply(AttemptPlan { chain: &chain.name, provider, remove, set, model }))
+    Ok(Attempt::Apply(AttemptPlan {
+        chain: &chain.name,
+        provider,
+        chain_index,
+        attempt_index: index,
+        remove,
+        set,
+        model,
+    }))
 }
 
 fn removes(rewrite: &Rewrite, name: &str) -> bool {

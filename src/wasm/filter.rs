@@ -7,7 +7,9 @@ use crate::handover::HANDOVER_KEY;
 use crate::policy::{Policy, Target};
 use crate::rejection::{ErrorCode, Rejection};
 use crate::request_trailers;
+use crate::config::Role;
 use crate::wasm::metrics::Metrics;
+use crate::wasm::upstream::Upstream;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
@@ -64,7 +66,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter { ready: self.ready.clone(), stage: Stage::Headers }))
+        let ready = self.ready.clone();
+        if ready.as_ref().is_some_and(|r| r.0.role == Role::Upstream) {
+            return Some(Box::new(Upstream { ready, model: None, read: 0, has_content_length: false }));
+        }
+        Some(Box::new(Filter { ready, stage: Stage::Headers }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -157,6 +163,21 @@ impl HttpContext for Filter {
         self.finish_body(policy, metrics)
     }
 
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // A chain request answered 5xx after Envoy's retries: every provider it tried failed
+        // (refusals of the upstream role, marked by the error header, are counted as rejections).
+        if let (Stage::Forwarded(Some(Target::Chain(chain))), Some(ready)) = (&self.stage, self.ready.as_ref()) {
+            let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status").ok().flatten();
+            let refused =
+                hostcalls::get_map_value(MapType::HttpResponseHeaders, "x-llm-header-forward-error").ok().flatten();
+            if refused.is_none() && status.and_then(|s| s.parse::<u32>().ok()).is_some_and(|s| s >= 500) {
+                ready.1.chain_exhausted(*chain);
+                ready.1.request_done();
+            }
+        }
+        Action::Continue
+    }
+
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         let Some(ready) = self.ready.clone() else { return Action::Continue };
         let (policy, metrics) = (&ready.0, &ready.1);
@@ -228,6 +249,9 @@ impl Filter {
                     _ => None,
                 };
                 metrics.forwarded(provider, &rewrite);
+                if let Some(Target::Chain(chain)) = target {
+                    metrics.chain_request(chain);
+                }
                 metrics.request_done();
                 if log::log_enabled!(log::Level::Debug) {
                     log::debug!("{}", rewrite.summary());
@@ -239,7 +263,7 @@ impl Filter {
     }
 }
 
-fn internal(what: &str) -> Rejection {
+pub(super) fn internal(what: &str) -> Rejection {
     Rejection::new(ErrorCode::InternalError, what.to_string())
 }
 
@@ -266,7 +290,7 @@ fn rewrite_headers(rewrite: &Rewrite) {
     }
 }
 
-fn reject(metrics: Option<&Metrics>, rejection: Rejection) -> Action {
+pub(super) fn reject(metrics: Option<&Metrics>, rejection: Rejection) -> Action {
     if let Some(m) = metrics {
         m.rejected(rejection.code);
         m.request_done();

@@ -30,6 +30,8 @@ pub struct Metrics {
     /// Increments not yet handed to Envoy, per slot.
     pending: RefCell<Vec<u64>>,
     providers: usize,
+    /// First slot of the chain counters: per chain `requests`, `exhausted`, then one per attempt.
+    chains: Vec<usize>,
     /// Set when the host has no timer: then every request flushes.
     flush_each_request: std::cell::Cell<bool>,
     /// The `vm_memory_bytes` gauge, and the share of it this VM has added so far.
@@ -55,6 +57,16 @@ impl Metrics {
         names.extend(policy.providers.iter().map(|p| format!("{PREFIX}.provider.{}.requests", p.name)));
         names.extend(DropReason::ALL.iter().map(|r| format!("{PREFIX}.headers_dropped.{r}")));
         names.extend(ErrorCode::ALL.iter().map(|c| format!("{PREFIX}.rejected.{}", c.as_str())));
+        let mut chains = Vec::new();
+        for chain in &policy.chains {
+            chains.push(names.len());
+            names.push(format!("{PREFIX}.chain.{}.requests", chain.name));
+            names.push(format!("{PREFIX}.chain.{}.exhausted", chain.name));
+            for a in &chain.attempts {
+                let provider = policy.providers.get(a.provider).map_or("-", |p| p.name.as_str());
+                names.push(format!("{PREFIX}.chain.{}.attempts.{provider}", chain.name));
+            }
+        }
         let ids: Vec<Option<u32>> = names.into_iter().map(counter).collect();
         let pending = RefCell::new(vec![0; ids.len()]);
         let memory_gauge = match define_metric(MetricType::Gauge, &format!("{PREFIX}.vm_memory_bytes")) {
@@ -68,6 +80,7 @@ impl Metrics {
             ids,
             pending,
             providers: policy.providers.len(),
+            chains,
             flush_each_request: Default::default(),
             memory_gauge,
             memory_reported: Default::default(),
@@ -128,10 +141,33 @@ impl Metrics {
         }
     }
 
-    /// `provider`: the index of the provider the request was forwarded to.
+    /// A chain request left the downstream role (its attempts are counted upstream).
+    pub fn chain_request(&self, chain: usize) {
+        if let Some(&base) = self.chains.get(chain) {
+            self.add(base, 1);
+        }
+    }
+
+    /// A chain request's final response was a 5xx: every provider it was retried on failed.
+    pub fn chain_exhausted(&self, chain: usize) {
+        if let Some(&base) = self.chains.get(chain) {
+            self.add(base + 1, 1);
+        }
+    }
+
+    /// The upstream role fitted an attempt of `chain` to its `attempt`-th provider.
+    pub fn chain_attempt(&self, chain: usize, attempt: usize) {
+        if let Some(&base) = self.chains.get(chain) {
+            self.add(base + 2 + attempt, 1);
+        }
+    }
+
+    /// `provider`: the index of the provider the request was forwarded to (`None` for a chain
+    /// request, counted by [`Metrics::chain_request`], and for an unrouted one).
     pub fn forwarded(&self, provider: Option<usize>, rewrite: &Rewrite) {
         match provider {
             Some(i) => self.add(PROVIDERS + i, 1),
+            None if rewrite.chain.is_some() => {}
             None => self.add(UNROUTED, 1),
         }
         let from_provider_data = rewrite.set.iter().filter(|a| matches!(a.rule, SetRule::ProviderData(_))).count();

@@ -3,3 +3,4 @@
 
 mod filter;
 pub(crate) mod metrics;
+mod upstream;

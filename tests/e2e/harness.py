@@ -57,6 +57,18 @@ def _wasm_filter_config(cfg):
     raise KeyError("wasm filter not found in envoy.yaml")
 
 
+def upstream_wasm_configs(cfg):
+    """The wasm filter configs of the upstream role: in clusters' HttpProtocolOptions.http_filters."""
+    out = []
+    for cluster in cfg["static_resources"]["clusters"]:
+        options = cluster.get("typed_extension_protocol_options", {})
+        for opts in options.values():
+            for f in opts.get("http_filters", []):
+                if f["name"] == "envoy.filters.http.wasm":
+                    out.append(f["typed_config"]["config"])
+    return out
+
+
 def shipped_plugin_config():
     """The plugin configuration embedded in the shipped envoy.yaml, as a dict."""
     return json.loads(_wasm_filter_config(shipped_config())["configuration"]["value"])
@@ -89,10 +101,17 @@ class Gateway:
         listener = cfg["static_resources"]["listeners"][0]
         listener["address"]["socket_address"]["port_value"] = 0
         for cluster in cfg["static_resources"]["clusters"]:
+            if "load_assignment" not in cluster:
+                continue  # an aggregate cluster: its members carry the endpoints
             endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
             endpoint["address"]["socket_address"]["port_value"] = backends.port(cluster["name"])
         wasm = _wasm_filter_config(cfg)
         wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+        for upstream_wasm in upstream_wasm_configs(cfg):
+            upstream_wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+            if isinstance(plugin_config, dict):
+                # The upstream role runs the same configuration (SPEC §8).
+                upstream_wasm["configuration"]["value"] = json.dumps({**plugin_config, "role": "upstream"})
         if plugin_config is not None:
             value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
             wasm["configuration"]["value"] = value

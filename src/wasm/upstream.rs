@@ -1,0 +1,142 @@
+//! The upstream role's glue (SPEC §8): Envoy runs it once per attempt, in the chain's cluster
+//! before `upstream_codec`. It reads the handover, the chosen endpoint's provider and the earlier
+//! attempts' record from Envoy, hands them to [`crate::attempt::decide_attempt`], and applies the
+//! plan to the shared header map (and the model splice to the body). No rule lives here.
+
+use super::filter::{internal, reject};
+use crate::attempt::{Attempt, AttemptPlan, decide_attempt};
+use crate::handover::{ATTEMPTS_KEY, HANDOVER_KEY, decode_names, encode_names};
+use crate::model_rewrite::ModelRewrite;
+use crate::policy::Policy;
+use crate::rejection::{ErrorCode, Rejection};
+use crate::wasm::metrics::Metrics;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+use std::rc::Rc;
+
+/// Where the chosen endpoint names its provider: `filter_metadata.llm_header_forward.provider`.
+const ENDPOINT_PROVIDER: [&str; 5] =
+    ["xds", "upstream_host_metadata", "filter_metadata", "llm_header_forward", "provider"];
+
+/// Largest piece of body copied into the VM at once.
+const READ_PIECE: usize = 64 * 1024;
+
+pub(super) struct Upstream {
+    pub(super) ready: Option<Rc<(Policy, Metrics)>>,
+    /// Set when this attempt rewrites the model: the body is read up to the end of its value.
+    pub(super) model: Option<ModelRewrite>,
+    pub(super) read: usize,
+    pub(super) has_content_length: bool,
+}
+
+impl Context for Upstream {}
+
+impl HttpContext for Upstream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(ready) = self.ready.clone() else {
+            return reject(None, internal("the filter is not configured"));
+        };
+        let (policy, metrics) = (&ready.0, &ready.1);
+        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(h) => h,
+            Err(_) => return reject(Some(metrics), internal("cannot read the request headers")),
+        };
+        let handover = hostcalls::get_property(vec![HANDOVER_KEY]).ok().flatten();
+        let endpoint = hostcalls::get_property(ENDPOINT_PROVIDER.to_vec()).ok().flatten();
+        let earlier = hostcalls::get_property(vec![ATTEMPTS_KEY])
+            .ok()
+            .flatten()
+            .and_then(|b| decode_names(&b))
+            .unwrap_or_default();
+        match decide_attempt(policy, handover.as_deref(), &headers, endpoint.as_deref(), &earlier) {
+            Attempt::Untouched => Action::Continue,
+            Attempt::Refuse(rejection) => {
+                log::warn!("fallback attempt refused: {}", rejection.message);
+                reject(Some(metrics), rejection)
+            }
+            Attempt::Apply(plan) => {
+                metrics.chain_attempt(plan.chain_index, plan.attempt_index);
+                metrics.request_done();
+                if log::log_enabled!(log::Level::Debug) {
+                    log::debug!("{}", plan.summary());
+                }
+                apply(&plan);
+                if hostcalls::set_property(vec![ATTEMPTS_KEY], Some(&encode_names(&plan.set_names()))).is_err() {
+                    log::warn!("could not record the attempt's headers");
+                }
+                match plan.model {
+                    Some(model) if !end_of_stream => {
+                        self.has_content_length = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+                        self.model = Some(ModelRewrite::new(model));
+                        Action::Pause
+                    }
+                    _ => Action::Continue,
+                }
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(rewrite) = self.model.as_mut() else { return Action::Continue };
+        // Only the bytes up to the end of the model value are copied in, a bounded piece at a time.
+        while !rewrite.found() && self.read < body_size {
+            let piece = match hostcalls::get_buffer(
+                BufferType::HttpRequestBody,
+                self.read,
+                READ_PIECE.min(body_size - self.read),
+            ) {
+                Ok(Some(piece)) if !piece.is_empty() => piece,
+                Ok(_) => break,
+                Err(_) => return self.fail(internal("cannot read the request body")),
+            };
+            self.read += piece.len();
+            rewrite.feed(&piece);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let Some(splice) = self.model.take().and_then(ModelRewrite::splice) else {
+            return self
+                .fail(Rejection::new(ErrorCode::FallbackMisconfigured, "The request body has no model to replace"));
+        };
+        if hostcalls::set_buffer(BufferType::HttpRequestBody, 0, splice.drain, &splice.replacement).is_err() {
+            return self.fail(internal("cannot rewrite the request body"));
+        }
+        if self.has_content_length {
+            let length = splice.new_length(body_size).to_string();
+            if hostcalls::set_map_value(MapType::HttpRequestHeaders, "content-length", Some(&length)).is_err() {
+                return self.fail(internal("cannot set content-length"));
+            }
+        }
+        Action::Continue
+    }
+}
+
+impl Upstream {
+    fn fail(&mut self, rejection: Rejection) -> Action {
+        self.model = None;
+        let metrics = self.ready.clone();
+        reject(metrics.as_ref().map(|r| &r.1), rejection)
+    }
+}
+
+fn apply(plan: &AttemptPlan) {
+    for name in &plan.remove {
+        if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
+            log::warn!("could not remove header {name:?}");
+        }
+    }
+    let mut done: Vec<&str> = Vec::new();
+    for (name, value) in &plan.set {
+        let result = if done.contains(&name.as_str()) {
+            hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value)
+        } else {
+            done.push(name);
+            hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value))
+        };
+        if result.is_err() {
+            log::warn!("could not set header {name:?}");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+"""Fallback chains through real Envoy (SPEC §8): the shipped chain llama-ha (vllm, then openai with
+model gpt-4o-mini) behind an aggregate cluster with the filter's upstream role. Every attempt must
+carry only what its own provider's rules produce; the mocks record what each attempt received."""
+
+import json
+
+import pytest
+
+from harness import Backends, Gateway, error_code, shipped_plugin_config
+
+CHAIN_MODEL = "llama-3-70b"
+PROVIDER_DATA = {
+    "vllm_api_token": "sk-vllm-secret",
+    "openai_api_key": "sk-openai-secret",
+    "vllm_extra_headers": {"X-MaaS-Subscription": "free-tier"},
+}
+
+
+def headers_of(received):
+    out = {}
+    for name, value in received["headers"]:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+@pytest.fixture(scope="module")
+def chain_backends():
+    b = Backends()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def gw(chain_backends):
+    g = Gateway(chain_backends)
+    yield g
+    g.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_logs(chain_backends):
+    for s in chain_backends.servers.values():
+        s.received.clear()
+
+
+def received(backends, name):
+    return backends.servers[name].received
+
+
+def test_primary_503_falls_back_and_each_attempt_carries_only_its_own_providers_headers(gw, chain_backends):
+    r = gw.chat(CHAIN_MODEL, provider_data=PROVIDER_DATA,
+                headers={"x-mock-fail": "vllm=503", "authorization": "Bearer gateway-client", "x-custom": "both"})
+    assert r.status_code == 200, r.text
+    assert r.json()["upstream"]["name"] == "openai"
+    [first] = received(chain_backends, "vllm")
+    [second] = received(chain_backends, "openai")
+    h1, h2 = headers_of(first), headers_of(second)
+    assert h1["authorization"] == ["Bearer sk-vllm-secret"]
+    assert h1["x-maas-subscription"] == ["free-tier"]
+    assert h1["x-gateway"] == ["llm-header-forward"]
+    assert h1["x-llm-provider"] == ["vllm"]
+    assert h2["authorization"] == ["Bearer sk-openai-secret"]
+    assert h2["x-llm-provider"] == ["openai"]
+    for leaked in ["x-maas-subscription", "x-gateway", "x-llamastack-provider-data"]:
+        assert leaked not in h2, f"{leaked} from vllm's attempt reached openai"
+    assert "sk-vllm-secret" not in json.dumps(second) and "gateway-client" not in json.dumps(second)
+    assert "sk-openai-secret" not in json.dumps(first)
+    assert h1["x-custom"] == ["both"] and h2["x-custom"] == ["both"]
+    assert json.loads(first["body"])["model"] == CHAIN_MODEL
+    assert json.loads(second["body"])["model"] == "gpt-4o-mini"
+    assert h2["x-llm-model"] == ["gpt-4o-mini"]
+
+
+def test_model_override_keeps_every_other_byte_and_fixes_content_length(gw, chain_backends):
+    body = ('{"messages":[{"role":"user","content":"caf\\u00e9 \\"model\\": \\"x\\" \u00e9\u4e2d"}],'
+            '\n "mod\\u0065l" :\t"llama-3-70b" , "n":1, "stream":false}').encode()
+    r = gw.chat(body=body, headers={"x-mock-fail": "vllm=503"})
+    assert r.status_code == 200, r.text
+    [second] = received(chain_backends, "openai")
+    sent = second["body"].encode()
+    assert sent == body.replace(b'"llama-3-70b"', b'"gpt-4o-mini"')
+    assert headers_of(second)["content-length"] == [str(len(sent))]
+    assert received(chain_backends, "vllm")[0]["body"].encode() == body
+
+
+def test_refused_connection_falls_back(chain_backends):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+
+    def vllm_refuses(cfg):
+        for c in cfg["static_resources"]["clusters"]:
+            if c["name"] == "vllm":
+                c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = closed
+
+    g = Gateway(chain_backends, tweak=vllm_refuses)
+    try:
+        r = g.chat(CHAIN_MODEL, provider_data=PROVIDER_DATA)
+        assert r.status_code == 200, r.text
+        [second] = received(chain_backends, "openai")
+        assert headers_of(second)["authorization"] == ["Bearer sk-openai-secret"]
+        assert "x-maas-subscription" not in headers_of(second)
+    finally:
+        g.stop()
+
+
+def test_reset_mid_request_falls_back(gw, chain_backends):
+    r = gw.chat(CHAIN_MODEL, provider_data=PROVIDER_DATA, headers={"x-mock-fail": "vllm=reset"})
+    assert r.status_code == 200, r.text
+    assert len(received(chain_backends, "vllm")) == 1
+    [second] = received(chain_backends, "openai")
+    assert headers_of(second)["authorization"] == ["Bearer sk-openai-secret"]
+
+
+def test_when_every_provider_fails_the_client_gets_the_last_5xx(gw, chain_backends):
+    r = gw.chat(CHAIN_MODEL, provider_data=PROVIDER_DATA, headers={"x-mock-fail": "vllm=503,openai=500"})
+    assert r.status_code == 500
+    assert r.headers["x-mock-backend"] == "openai"
+    assert len(received(chain_backends, "vllm")) == 1 and len(received(chain_backends, "openai")) == 1
+
+
+def test_provider_data_invalid_for_the_second_provider_is_400_before_any_attempt(gw, chain_backends):
+    # vllm ignores openai_organization; openai forwards it, and an object is not a header value.
+    r = gw.chat(CHAIN_MODEL, provider_data={"vllm_api_token": "ok", "openai_organization": {"o": 1}})
+    assert r.status_code == 400
+    assert error_code(r) == "invalid_provider_data"
+    assert received(chain_backends, "vllm") == [] and received(chain_backends, "openai") == []
+
+
+def test_missing_endpoint_metadata_is_502_and_nothing_is_sent(chain_backends):
+    def no_metadata(cfg):
+        for c in cfg["static_resources"]["clusters"]:
+            if c["name"] == "vllm":
+                c["load_assignment"]["endpoints"][0]["lb_endpoints"][0].pop("metadata")
+
+    g = Gateway(chain_backends, tweak=no_metadata)
+    try:
+        r = g.chat(CHAIN_MODEL, provider_data=PROVIDER_DATA)
+        assert r.status_code == 502
+        assert error_code(r) == "fallback_misconfigured"
+        assert "sk-" not in r.text
+        assert received(chain_backends, "vllm") == [] and received(chain_backends, "openai") == []
+        # Requests that are not chain requests are untouched by the upstream role's absence.
+        assert g.chat("llama-3-8b").status_code == 200
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize("name", ["x-llm-provider", "X-LLM-Provider"])
+def test_a_client_naming_the_chain_in_the_routing_header_gets_nothing_special(gw, chain_backends, name):
+    r = gw.chat("gpt-4o", headers={name: "llama-ha", "x-mock-fail": "vllm=503"})
+    assert r.status_code == 200
+    [only] = received(chain_backends, "openai")
+    assert headers_of(only)["x-llm-provider"] == ["openai"]
+    assert json.loads(only["body"])["model"] == "gpt-4o"
+    # A model served by vllm alone: no fallback, whatever the routing header says.
+    r = gw.chat("llama-3-8b", headers={name: "llama-ha", "x-mock-fail": "vllm=503"})
+    assert r.status_code == 503
+    assert len(received(chain_backends, "openai")) == 1
+
+
+def test_strict_provider_then_byok_provider_restores_the_clients_credential_only_for_the_second(chain_backends):
+    config = shipped_plugin_config()
+    openai = next(p for p in config["providers"] if p["name"] == "openai")
+    openai["client_auth"] = "forward"
+    openai["forward_headers"] = {}
+    g = Gateway(chain_backends, config)
+    try:
+        r = g.chat(CHAIN_MODEL, provider_data={"vllm_api_token": "sk-gateway"},
+                   headers={"authorization": "Bearer client-own", "x-api-key": "client-x", "x-mock-fail": "vllm=503"})
+        assert r.status_code == 200, r.text
+        [first] = received(chain_backends, "vllm")
+        [second] = received(chain_backends, "openai")
+        assert headers_of(first)["authorization"] == ["Bearer sk-gateway"]
+        assert "x-api-key" not in headers_of(first)
+        assert headers_of(second)["authorization"] == ["Bearer client-own"]
+        assert headers_of(second)["x-api-key"] == ["client-x"]
+    finally:
+        g.stop()
+
+
+def test_attempts_per_chain_and_provider_and_exhausted_chains_are_counted(gw):
+    prefix = "wasmcustom.llm_header_forward.chain.llama-ha."
+    before = gw.stats()
+    get = lambda stats, name: stats.get(prefix + name, 0)  # noqa: E731
+    assert gw.chat(CHAIN_MODEL, headers={"x-mock-fail": "vllm=503"}).status_code == 200
+    assert gw.chat(CHAIN_MODEL, headers={"x-mock-fail": "vllm=503,openai=503"}).status_code == 503
+    assert gw.chat(CHAIN_MODEL).status_code == 200
+    after = gw.wait_for_stat(prefix + "exhausted", get(before, "exhausted") + 1)
+    after = gw.wait_for_stat(prefix + "attempts.openai", get(before, "attempts.openai") + 2)
+    assert get(after, "requests") - get(before, "requests") == 3
+    assert get(after, "attempts.vllm") - get(before, "attempts.vllm") == 3
+    assert get(after, "attempts.openai") - get(before, "attempts.openai") == 2
+    assert get(after, "exhausted") - get(before, "exhausted") == 1
