@@ -99,7 +99,7 @@ soak: build setup
 # back into the committed corpus with `cargo +nightly fuzz cmin <target> fuzz/corpus/<target>`.
 # Without nightly, the same properties run through proptest for FUZZ_RUNS cases instead.
 FUZZ_RUNS ?= 1000000
-FUZZ_TARGETS := decision model_scan provider_data config
+FUZZ_TARGETS := decision model_scan provider_data config attempt
 fuzz:
 	@if cargo +nightly --version >/dev/null 2>&1; then \
 	  command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz; \

@@ -81,12 +81,17 @@ def test_yaml_parses_and_embedded_plugin_configs_are_valid(path):
 
 def test_every_deployment_file_carries_the_same_plugin_config():
     reference = json.loads((ROOT / "envoy/plugin-config.json").read_text())
-    envoy = wasm_configs(yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text()))[0]
+    envoy, *upstream = wasm_configs(yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text()))
     assert json.loads(envoy["configuration"]["value"]) == reference
+    # The fallback chain's upstream role: the same configuration plus "role": "upstream".
+    assert [json.loads(u["configuration"]["value"]) for u in upstream] == [{**reference, "role": "upstream"}]
+    # The Istio recipes ship no fallback chain (it needs a cluster patch with the upstream role,
+    # see the README): without one, a chain's model would have nowhere to go.
+    single = {k: v for k, v in reference.items() if k != "fallbacks"}
     istio = [d for d in yaml.safe_load_all((ROOT / "envoy/istio/envoyfilter.yaml").read_text()) if d]
-    assert json.loads(wasm_configs(istio[0])[0]["configuration"]["value"]) == reference
+    assert json.loads(wasm_configs(istio[0])[0]["configuration"]["value"]) == single
     plugin = next(d for d in yaml.safe_load_all((ROOT / "envoy/istio/wasmplugin.yaml").read_text()) if d)
-    assert plugin["spec"]["pluginConfig"] == reference
+    assert plugin["spec"]["pluginConfig"] == single
 
 
 def test_istio_routes_answer_like_the_shipped_envoy_routes():
