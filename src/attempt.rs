@@ -132,9 +132,11 @@ fn plan<'p>(
     earlier: &[String],
 ) -> Result<Attempt<'p>, Rejection> {
     let withheld_name = |n: &str| handover.withheld.iter().any(|(w, _)| w == n);
-    let earlier_name = |n: &str| earlier.iter().any(|e| e.eq_ignore_ascii_case(n));
+    let earlier_name =
+        |n: &str| earlier.iter().any(|e| e.eq_ignore_ascii_case(n)) || handover.managed.iter().any(|m| m == n);
     // The client's request as every attempt's rules see it: what the downstream role left in the
-    // map (minus what earlier attempts set) and the held-back headers.
+    // map (minus what earlier attempts set: their record, and every name some provider sets) and
+    // the held-back headers.
     let mut original: Vec<(String, Vec<u8>)> = current
         .iter()
         .filter(|(n, _)| {
@@ -164,6 +166,7 @@ fn plan<'p>(
         }
     };
     earlier.iter().for_each(|n| add(n));
+    handover.managed.iter().for_each(|n| add(n));
     handover.withheld.iter().for_each(|(n, _)| add(n));
     for rw in &rewrites {
         rw.set.iter().for_each(|a| add(&a.name));

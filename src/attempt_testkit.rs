@@ -16,9 +16,9 @@ use std::sync::OnceLock;
 /// strip or keep the same header names.
 pub const CHAIN_POLICIES: &[&str] = &[
     r#"{"blocked_headers":["x-internal-*"],"providers":[
-        {"name":"vllm","models":["llama-*"],"forward_headers":{"vllm_api_token":{"header":"authorization","prefix":"Bearer "},"tenant":"x-tenant"},"extra_headers":["x-maas-*","x-shared"],"set_headers":{"x-gateway":"vllm"},"remove_headers":["x-debug"]},
+        {"name":"vllm","models":["llama-*"],"forward_headers":{"vllm_api_token":{"header":"authorization","prefix":"Bearer "},"tenant":"x-tenant"},"extra_headers":["x-maas-*","x-shared"],"set_headers":{"x-gateway":"vllm"},"remove_headers":["x-debug"],"client_headers":{"mode":"allowlist","forward":["x-*"],"rename":{"x-custom":"x-shared"}},"default_headers":{"x-tenant":"default-vllm"}},
         {"name":"openai","models":["gpt-*"],"client_auth":"forward","forward_headers":{"openai_api_key":{"header":"authorization","prefix":"Bearer "}},"extra_headers":["x-*"],"generic_extra_headers":true,"client_headers":{"mode":"allowlist","forward":["x-*","openai-*"]}},
-        {"name":"anthropic","models":["claude-*"],"forward_headers":{"anthropic_api_key":"x-api-key","tenant":"x-tenant"},"extra_headers":["anthropic-*","x-shared"],"set_headers":{"anthropic-version":"2023-06-01","x-gateway":"anthropic"},"client_headers":{"mode":"allowlist","forward":["anthropic-*","x-shared"]}},
+        {"name":"anthropic","models":["claude-*"],"forward_headers":{"anthropic_api_key":"x-api-key","tenant":"x-tenant"},"extra_headers":["anthropic-*","x-shared"],"set_headers":{"x-gateway":"anthropic"},"default_headers":{"anthropic-version":"2023-06-01","x-custom":"default-anthropic"},"client_headers":{"mode":"allowlist","forward":["anthropic-*","x-shared"]}},
         {"name":"byok","models":["byok-*"],"client_auth":"forward","client_headers":{"mode":"all","drop":["x-stainless-*","x-maas-*"]}}],
       "fallbacks":[
         {"name":"ha2","models":["llama-3-70b"],"attempts":[{"provider":"vllm"},{"provider":"openai","model":"gpt-4o-mini"}]},

@@ -78,6 +78,12 @@ pub(crate) fn judge<'p>(
         value: Cow::Owned(model.clone()),
         rule: SetRule::ModelHeader,
     });
+    let mut managed: Vec<String> = Vec::new();
+    for a in attempts.iter().flat_map(|rw| &rw.set) {
+        if !policy.is_routing_header(&a.name) && !managed.iter().any(|m| *m == a.name) {
+            managed.push(a.name.to_string());
+        }
+    }
     let content_length = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.clone());
     let handover = Handover {
         chain: chain.name.clone(),
@@ -85,6 +91,7 @@ pub(crate) fn judge<'p>(
         provider_data: provider_data.map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec())),
         content_length,
         withheld,
+        managed,
     };
     rewrite.handover = Some(handover.encode());
     Ok(rewrite)

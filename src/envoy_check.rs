@@ -93,7 +93,8 @@ fn check_retries(at: &str, chain: &Chain, retry: &Value, problems: &mut Vec<Stri
 }
 
 fn check_upstream_role(at: &str, name: &str, cluster: &Value, plugin_config: &Value, problems: &mut Vec<String>) {
-    let filters: Vec<&Value> = array(&cluster["typed_extension_protocol_options"][HTTP_OPTIONS]["http_filters"]).collect();
+    let filters: Vec<&Value> =
+        array(&cluster["typed_extension_protocol_options"][HTTP_OPTIONS]["http_filters"]).collect();
     let role = filters.iter().position(|f| {
         wasm_configuration(f)
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
@@ -108,9 +109,12 @@ fn check_upstream_role(at: &str, name: &str, cluster: &Value, plugin_config: &Va
     };
     let codec_after = filters.iter().skip(i + 1).any(|f| f["name"] == "envoy.filters.http.upstream_codec");
     if !codec_after {
-        problems.push(format!("{at}: cluster {name:?}: the upstream role must be followed by envoy.filters.http.upstream_codec"));
+        problems.push(format!(
+            "{at}: cluster {name:?}: the upstream role must be followed by envoy.filters.http.upstream_codec"
+        ));
     }
-    let config = filters.get(i).and_then(|f| wasm_configuration(f)).and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    let config =
+        filters.get(i).and_then(|f| wasm_configuration(f)).and_then(|t| serde_json::from_str::<Value>(&t).ok());
     if let (Some(Value::Object(mut upstream)), Value::Object(listener)) = (config, plugin_config) {
         upstream.remove("role");
         let mut listener = listener.clone();

@@ -27,6 +27,10 @@ pub struct Handover {
     /// Client headers the downstream role removed because some provider of the chain must not
     /// receive them (or sets them itself): each attempt restores those its provider accepts.
     pub withheld: Vec<(String, Vec<u8>)>,
+    /// Every header name some provider of the chain sets for this request (none of them is left
+    /// in the shared map by the downstream role): each attempt removes them all before setting
+    /// its own, so nothing an earlier attempt set survives, even if its record was lost.
+    pub managed: Vec<String>,
 }
 
 impl Handover {
@@ -54,6 +58,10 @@ impl Handover {
             put(&mut out, name.as_bytes());
             put(&mut out, value);
         }
+        put_count(&mut out, self.managed.len());
+        for name in &self.managed {
+            put(&mut out, name.as_bytes());
+        }
         out
     }
 
@@ -80,7 +88,12 @@ impl Handover {
         for _ in 0..n {
             withheld.push((r.text()?, r.field()?.to_vec()));
         }
-        r.0.is_empty().then_some(Handover { chain, model, provider_data, content_length, withheld })
+        let n = r.count()?;
+        let mut managed = Vec::new();
+        for _ in 0..n {
+            managed.push(r.text()?);
+        }
+        r.0.is_empty().then_some(Handover { chain, model, provider_data, content_length, withheld, managed })
     }
 }
 
@@ -155,6 +168,7 @@ mod tests {
             provider_data: Some(("x-llamastack-provider-data".into(), br#"{"k":"v"}"#.to_vec())),
             content_length: Some(b"123".to_vec()),
             withheld: vec![("authorization".into(), b"Bearer c".to_vec()), ("x-a".into(), vec![0xff, 0])],
+            managed: vec!["authorization".into(), "x-gateway".into()],
         };
         let bytes = h.encode();
         assert_eq!(Handover::decode(&bytes), Some(h.clone()));
@@ -167,7 +181,7 @@ mod tests {
         let mut other_version = bytes;
         other_version[0] = 2;
         assert_eq!(Handover::decode(&other_version), None);
-        let none = Handover { provider_data: None, content_length: None, withheld: vec![], ..h };
+        let none = Handover { provider_data: None, content_length: None, withheld: vec![], managed: vec![], ..h };
         assert_eq!(Handover::decode(&none.encode()), Some(none));
         assert_eq!(Handover::decode(b"garbage"), None);
     }

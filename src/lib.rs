@@ -24,6 +24,8 @@ pub mod request_trailers;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod attempt_testkit;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod envoy_check;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod explain;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod invariants;

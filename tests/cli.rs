@@ -142,3 +142,57 @@ fn explain_shows_client_identity_headers_removed_and_check_refuses_rules_envoy_o
     let all = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
     assert!(all.contains("names a header Envoy owns"), "{all}");
 }
+
+#[test]
+fn check_accepts_the_shipped_envoy_wiring_of_the_fallback_chain() {
+    let o = cli(&["check", "--config", "envoy/plugin-config.json", "--envoy", "envoy/envoy.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("fallback chain llama-ha: vllm -> openai (model gpt-4o-mini)"), "{}", stdout(&o));
+    // Without --config, the listener's own plugin configuration is checked.
+    let o = cli(&["check", "--envoy", "envoy/envoy.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn check_reports_every_envoy_wiring_problem_of_a_chain_at_once() {
+    let shipped = std::fs::read_to_string(root().join("envoy/envoy.yaml")).expect("shipped yaml");
+    let mut doc: Value = serde_yaml::from_str(&shipped).expect("yaml");
+    for route in doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+        ["virtual_hosts"][0]["routes"]
+        .as_array_mut()
+        .expect("routes")
+    {
+        if let Some(retry) = route["route"].get_mut("retry_policy") {
+            retry["num_retries"] = 0.into();
+            retry.as_object_mut().expect("object").remove("retry_priority");
+        }
+    }
+    for cluster in doc["static_resources"]["clusters"].as_array_mut().expect("clusters") {
+        if cluster["name"] == "llama-ha" {
+            cluster.as_object_mut().expect("object").remove("typed_extension_protocol_options");
+        }
+        if cluster["name"] == "openai" {
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+                .as_object_mut()
+                .expect("object")
+                .remove("metadata");
+        }
+    }
+    let broken = std::env::temp_dir().join(format!("llmhf-envoy-{}.yaml", std::process::id()));
+    std::fs::write(&broken, serde_yaml::to_string(&doc).expect("yaml")).expect("write");
+    let o =
+        cli(&["check", "--config", "envoy/plugin-config.json", "--envoy", broken.to_str().expect("path"), "--json"]);
+    let _ = std::fs::remove_file(&broken);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let all = v["problems"].to_string();
+    for needle in [
+        "num_retries is 0",
+        "no retry_priority envoy.retry_priorities.previous_priorities",
+        "has no wasm filter with \\\"role\\\": \\\"upstream\\\"",
+        "cluster \\\"openai\\\" endpoint 0 has no metadata",
+        "no endpoint of cluster \\\"llama-ha\\\" serves the attempt for \\\"openai\\\"",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in {all}");
+    }
+}

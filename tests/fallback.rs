@@ -43,6 +43,15 @@ fn get<'h>(h: &'h Headers, name: &str) -> Vec<&'h str> {
 }
 
 #[test]
+fn every_chain_test_configuration_is_valid() {
+    use llm_header_forward::attempt_testkit::CHAIN_POLICIES;
+    for c in CHAIN_POLICIES {
+        assert!(Policy::from_json(c.as_bytes()).is_ok(), "{:?}", Policy::from_json(c.as_bytes()).err());
+    }
+    assert_eq!(chain_policies().len(), CHAIN_POLICIES.len());
+}
+
+#[test]
 fn a_chain_model_beats_a_provider_pattern_and_exact_beats_pattern() {
     let p = Policy::from_json(
         br#"{"providers":[{"name":"vllm","models":["llama-*"]},{"name":"openai","models":["gpt-*"]}],
@@ -87,7 +96,7 @@ fn downstream_routes_to_the_chain_and_holds_back_what_some_provider_must_not_get
         ("authorization", "Bearer client-key"),
         ("x-llm-provider", "openai"),
         ("cookie", "s=1"),
-        ("x-custom", "kept-by-vllm-and-openai"),
+        ("x-other", "kept-by-vllm-and-openai"),
         ("x-llamastack-provider-data", r#"{"vllm_api_token":"sk-vllm","openai_api_key":"sk-openai"}"#),
     ]);
     let rw = forwarded(downstream(p, &h, "llama-3-70b"));
@@ -97,7 +106,7 @@ fn downstream_routes_to_the_chain_and_holds_back_what_some_provider_must_not_get
     for gone in ["authorization", "cookie", "x-llamastack-provider-data"] {
         assert!(get(&map, gone).is_empty(), "{gone} left downstream");
     }
-    assert_eq!(get(&map, "x-custom"), ["kept-by-vllm-and-openai"]);
+    assert_eq!(get(&map, "x-other"), ["kept-by-vllm-and-openai"]);
     let handover = Handover::decode(rw.handover.as_deref().expect("handover")).expect("decodes");
     assert_eq!(handover.chain, "ha2");
     assert_eq!(handover.withheld, [("authorization".to_string(), b"Bearer client-key".to_vec())]);

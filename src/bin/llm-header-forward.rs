@@ -1,7 +1,7 @@
 //! `llm-header-forward`: vet a plugin configuration and explain decisions offline, with the same
 //! decision code the filter runs in Envoy.
 //!
-//!   llm-header-forward check   --config plugin.json [--json]
+//!   llm-header-forward check   --config plugin.json [--envoy envoy.yaml] [--json]
 //!   llm-header-forward explain --config plugin.json --request req.json [--json]
 //!   llm-header-forward schema
 //!
@@ -23,14 +23,15 @@ fn main() -> std::process::ExitCode {
 mod cli {
     use llm_header_forward::config;
     use llm_header_forward::decision::Decision;
+    use llm_header_forward::envoy_check;
     use llm_header_forward::explain::{HttpRequest, decide, to_json, to_text};
     use llm_header_forward::policy::Policy;
-    use serde_json::json;
+    use serde_json::{Value, json};
     use std::io::Read;
     use std::process::ExitCode;
 
     const USAGE: &str = "usage:
-      llm-header-forward check   --config <plugin.json|-> [--json]
+      llm-header-forward check   [--config <plugin.json|->] [--envoy <envoy.yaml>] [--json]
       llm-header-forward explain --config <plugin.json|-> --request <request.json|request.http|-> [--json]
       llm-header-forward schema";
 
@@ -49,12 +50,14 @@ mod cli {
         let (command, rest) = args.split_first().ok_or("no command")?;
         let mut config = None;
         let mut request = None;
+        let mut envoy = None;
         let mut as_json = false;
         let mut it = rest.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
                 "--config" => config = Some(it.next().ok_or("--config needs a file")?.clone()),
                 "--request" => request = Some(it.next().ok_or("--request needs a file")?.clone()),
+                "--envoy" => envoy = Some(it.next().ok_or("--envoy needs a file")?.clone()),
                 "--json" => as_json = true,
                 "-h" | "--help" => {
                     println!("{USAGE}");
@@ -69,14 +72,39 @@ mod cli {
                 Ok(ExitCode::SUCCESS)
             }
             "check" => {
-                let bytes = read(config.as_deref().ok_or("check needs --config")?)?;
+                let envoy_doc = match &envoy {
+                    Some(path) => Some(
+                        serde_yaml::from_slice::<Value>(&read(path)?).map_err(|e| format!("{path}: not YAML: {e}"))?,
+                    ),
+                    None => None,
+                };
+                let bytes = match (&config, &envoy_doc) {
+                    (Some(path), _) => read(path)?,
+                    (None, Some(doc)) => envoy_check::listener_plugin_configs(doc)
+                        .into_iter()
+                        .next()
+                        .ok_or("the Envoy configuration has no llm-header-forward listener filter")?
+                        .into_bytes(),
+                    (None, None) => return Err("check needs --config or --envoy".into()),
+                };
                 let result = Policy::from_json(&bytes);
+                let mut problems = result.as_ref().err().map(|e| e.0.clone()).unwrap_or_default();
+                if let (Ok(policy), Some(doc)) = (&result, &envoy_doc) {
+                    let plugin: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    problems.extend(envoy_check::check(policy, &plugin, doc));
+                    for listener in envoy_check::listener_plugin_configs(doc) {
+                        let listener: Value = serde_json::from_str(&listener).unwrap_or(Value::Null);
+                        if config.is_some() && listener != plugin {
+                            problems.push("the Envoy listener's plugin configuration differs from --config".into());
+                        }
+                    }
+                }
+                let valid = problems.is_empty();
                 if as_json {
-                    let problems = result.as_ref().err().map(|e| e.0.clone()).unwrap_or_default();
-                    println!("{}", json!({"valid": result.is_ok(), "problems": problems}));
+                    println!("{}", json!({"valid": valid, "problems": problems}));
                 } else {
                     match &result {
-                        Ok(p) => {
+                        Ok(p) if valid => {
                             println!(
                                 "configuration is valid: {} provider(s): {}",
                                 p.providers.len(),
@@ -96,16 +124,19 @@ mod cli {
                                     .collect();
                                 println!("fallback chain {}: {}", c.name, attempts.join(" -> "));
                             }
+                            if envoy.is_some() {
+                                println!("Envoy wiring of the fallback chains: ok");
+                            }
                         }
-                        Err(e) => {
-                            println!("configuration is invalid ({} problem(s)):", e.0.len());
-                            for problem in &e.0 {
+                        _ => {
+                            println!("configuration is invalid ({} problem(s)):", problems.len());
+                            for problem in &problems {
                                 println!("  - {problem}");
                             }
                         }
                     }
                 }
-                Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                Ok(if valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
             }
             "explain" => {
                 let policy = Policy::from_json(&read(config.as_deref().ok_or("explain needs --config")?)?)
