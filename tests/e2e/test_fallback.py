@@ -44,7 +44,7 @@ def fresh_logs(chain_backends):
 
 
 def received(backends, name):
-    return backends.servers[name].received
+    return list(backends.servers[name].received)
 
 
 def test_primary_503_falls_back_and_each_attempt_carries_only_its_own_providers_headers(gw, chain_backends):
@@ -196,3 +196,12 @@ def test_attempts_per_chain_and_provider_and_exhausted_chains_are_counted(chain_
         assert {name: stats.get(prefix + name) for name in expected} == expected
     finally:
         g.stop()
+
+
+def test_llama_stack_client_path_falls_back_too(gw, chain_backends):
+    r = gw.chat(CHAIN_MODEL, provider_data=PROVIDER_DATA, path="/v1/openai/v1/chat/completions",
+                headers={"x-mock-fail": "vllm=503"})
+    assert r.status_code == 200, r.text
+    [second] = received(chain_backends, "openai")
+    assert second["path"] == "/v1/chat/completions"
+    assert headers_of(second)["authorization"] == ["Bearer sk-openai-secret"]
