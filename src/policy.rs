@@ -24,15 +24,46 @@ pub struct Policy {
     pub on_invalid: OnInvalid,
     pub blocklist: Blocklist,
     pub providers: Vec<Provider>,
-    exact_models: BTreeMap<String, usize>,
-    /// Wildcard model patterns in provider order.
-    model_patterns: Vec<(Pattern, usize)>,
+    provider_models: ModelIndex,
     /// Where this instance runs (SPEC §8).
     pub role: Role,
     /// Fallback chains, matched before providers.
     pub chains: Vec<Chain>,
-    chain_exact_models: BTreeMap<String, usize>,
-    chain_model_patterns: Vec<(Pattern, usize)>,
+    chain_models: ModelIndex,
+}
+
+/// Model names and patterns of providers (or chains), by index: an exact name beats any pattern;
+/// among patterns the first in configuration order wins.
+#[derive(Debug, Clone, Default)]
+struct ModelIndex {
+    exact: BTreeMap<String, usize>,
+    /// Wildcard patterns in configuration order.
+    patterns: Vec<(Pattern, usize)>,
+}
+
+impl ModelIndex {
+    /// Adds the `models` of entry `i` (`path` names it in errors).
+    fn add(&mut self, models: &[String], i: usize, path: &str, errors: &mut Vec<String>) {
+        for (j, m) in models.iter().enumerate() {
+            if m.is_empty() {
+                errors.push(format!("{path}.models[{j}]: empty model pattern"));
+                continue;
+            }
+            let pattern = Pattern::new(m);
+            if pattern.is_exact() {
+                self.exact.entry(m.clone()).or_insert(i);
+            } else {
+                self.patterns.push((pattern, i));
+            }
+        }
+    }
+
+    fn find(&self, model: &str) -> Option<usize> {
+        if let Some(&i) = self.exact.get(model) {
+            return Some(i);
+        }
+        self.patterns.iter().find(|(p, _)| p.matches(model)).map(|&(_, i)| i)
+    }
 }
 
 /// A fallback chain (SPEC §8): the providers Envoy's retries try, in order.
@@ -116,22 +147,16 @@ impl Policy {
     /// The provider that serves `model`: an exact name anywhere beats any pattern; among patterns
     /// the first provider (in configuration order) wins. `None` when nothing matches.
     pub fn provider_for_model(&self, model: &str) -> Option<usize> {
-        if let Some(&i) = self.exact_models.get(model) {
-            return Some(i);
-        }
-        self.model_patterns.iter().find(|(p, _)| p.matches(model)).map(|&(_, i)| i)
+        self.provider_models.find(model)
     }
 
     /// What serves `model`: a chain first (an exact name in any chain beats any chain pattern; then
     /// the first chain in order), then a provider as [`Policy::provider_for_model`] says.
     pub fn target_for_model(&self, model: &str) -> Option<Target> {
-        if let Some(&i) = self.chain_exact_models.get(model) {
-            return Some(Target::Chain(i));
+        match self.chain_models.find(model) {
+            Some(i) => Some(Target::Chain(i)),
+            None => self.provider_for_model(model).map(Target::Provider),
         }
-        if let Some(&(_, i)) = self.chain_model_patterns.iter().find(|(p, _)| p.matches(model)) {
-            return Some(Target::Chain(i));
-        }
-        self.provider_for_model(model).map(Target::Provider)
     }
 
     /// Index of the chain called `name`.
@@ -197,25 +222,13 @@ impl TryFrom<PluginConfig> for Policy {
             Blocklist::new(provider_data_headers.clone(), [provider_header.clone(), model_header.clone()], operator);
 
         let mut providers: Vec<Provider> = Vec::new();
-        let mut exact_models = BTreeMap::new();
-        let mut model_patterns = Vec::new();
+        let mut provider_models = ModelIndex::default();
         for (i, p) in c.providers.iter().enumerate() {
             let path = format!("providers[{i}] ({:?})", p.name);
             if providers.iter().any(|q| q.name == p.name) {
                 errors.push(format!("{path}: duplicate provider name"));
             }
-            for (j, m) in p.models.iter().enumerate() {
-                if m.is_empty() {
-                    errors.push(format!("{path}.models[{j}]: empty model pattern"));
-                    continue;
-                }
-                let pattern = Pattern::new(m);
-                if pattern.is_exact() {
-                    exact_models.entry(m.clone()).or_insert(i);
-                } else {
-                    model_patterns.push((pattern, i));
-                }
-            }
+            provider_models.add(&p.models, i, &path, &mut errors);
             providers.push(compile_provider(p, &path, &blocklist, &mut errors));
         }
 
@@ -230,7 +243,7 @@ impl TryFrom<PluginConfig> for Policy {
             }
         };
 
-        let (chains, chain_exact_models, chain_model_patterns) = compile_chains(&c.fallbacks, &providers, &mut errors);
+        let (chains, chain_models) = compile_chains(&c.fallbacks, &providers, &mut errors);
 
         let policy = Policy {
             provider_data_headers,
@@ -243,12 +256,10 @@ impl TryFrom<PluginConfig> for Policy {
             on_invalid: c.on_invalid,
             blocklist,
             providers,
-            exact_models,
-            model_patterns,
+            provider_models,
             role: c.role,
             chains,
-            chain_exact_models,
-            chain_model_patterns,
+            chain_models,
         };
         unreachable_renames(&policy, &mut errors);
         if !errors.is_empty() {
@@ -258,14 +269,15 @@ impl TryFrom<PluginConfig> for Policy {
     }
 }
 
-type CompiledChains = (Vec<Chain>, BTreeMap<String, usize>, Vec<(Pattern, usize)>);
-
 /// Fallback chains (SPEC §8): 2+ attempts naming configured providers, none twice; names share
 /// the providers' namespace.
-fn compile_chains(fallbacks: &[FallbackConfig], providers: &[Provider], errors: &mut Vec<String>) -> CompiledChains {
+fn compile_chains(
+    fallbacks: &[FallbackConfig],
+    providers: &[Provider],
+    errors: &mut Vec<String>,
+) -> (Vec<Chain>, ModelIndex) {
     let mut chains: Vec<Chain> = Vec::new();
-    let mut exact = BTreeMap::new();
-    let mut patterns = Vec::new();
+    let mut models = ModelIndex::default();
     for (i, f) in fallbacks.iter().enumerate() {
         let path = format!("fallbacks[{i}] ({:?})", f.name);
         if !valid_name(&f.name) {
@@ -281,18 +293,7 @@ fn compile_chains(fallbacks: &[FallbackConfig], providers: &[Provider], errors: 
         if chains.iter().any(|c| c.name == f.name) {
             errors.push(format!("{path}: duplicate chain name"));
         }
-        for (j, m) in f.models.iter().enumerate() {
-            if m.is_empty() {
-                errors.push(format!("{path}.models[{j}]: empty model pattern"));
-                continue;
-            }
-            let pattern = Pattern::new(m);
-            if pattern.is_exact() {
-                exact.entry(m.clone()).or_insert(i);
-            } else {
-                patterns.push((pattern, i));
-            }
-        }
+        models.add(&f.models, i, &path, errors);
         if f.attempts.len() < 2 {
             errors.push(format!("{path}.attempts: a chain needs 2 or more attempts"));
         }
@@ -315,7 +316,7 @@ fn compile_chains(fallbacks: &[FallbackConfig], providers: &[Provider], errors: 
         }
         chains.push(Chain { name: f.name.clone(), attempts });
     }
-    (chains, exact, patterns)
+    (chains, models)
 }
 
 /// A provider or chain name: it is sent as a header value and used in metric names.
