@@ -205,8 +205,12 @@ fn a_client_naming_the_chain_in_the_routing_header_gets_nothing_special() {
     assert_eq!(get(&rw.apply_to(&h), "x-llm-provider"), ["openai"]);
 }
 
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     /// One shared header map driven through attempts of 2- and 3-provider chains with overlapping
     /// header names: each attempt ends with exactly what its own provider's rules produce.

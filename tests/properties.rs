@@ -2,6 +2,7 @@
 //! guarantee, and the streaming scanner agrees with serde_json on every document and every
 //! chunking. `make fuzz` runs the same properties for millions of inputs with cargo-fuzz.
 
+use llm_header_forward::attempt_testkit::check_attempts;
 use llm_header_forward::model_scan::ScanError;
 use llm_header_forward::testkit::{
     check_case, check_config, check_provider_data, check_scan, expected_scan, same_scan, scan, scan_agrees,
@@ -142,11 +143,12 @@ fn every_chunking_of_a_document_gives_the_same_answer() {
 fn fuzz_corpus_replays_cleanly() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     type Check = fn(&[u8]);
-    let targets: [(&str, Check); 4] = [
+    let targets: [(&str, Check); 5] = [
         ("decision", check_case),
         ("model_scan", check_scan),
         ("provider_data", check_provider_data),
         ("config", check_config),
+        ("attempt", check_attempts),
     ];
     let mut replayed = 0;
     for (target, check) in targets {
