@@ -1,13 +1,13 @@
 //! The proxy-wasm glue: reads what the host has, hands it to [`crate::flow`], and applies the
 //! [`Decision`]. No rule lives here.
 
+use crate::config::Role;
 use crate::decision::{Decision, Rewrite};
 use crate::flow::{self, AfterHeaders, BodyRead};
 use crate::handover::HANDOVER_KEY;
 use crate::policy::{Policy, Target};
 use crate::rejection::{ErrorCode, Rejection};
 use crate::request_trailers;
-use crate::config::Role;
 use crate::wasm::metrics::Metrics;
 use crate::wasm::upstream::Upstream;
 use proxy_wasm::hostcalls;
