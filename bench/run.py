@@ -5,6 +5,8 @@ One Envoy (`--concurrency 1`) with identical proxy listeners that differ only in
   none   - no wasm filter
   noop   - a wasm filter that does nothing (bench/noop): the floor of any wasm filter
   filter - llm-header-forward with the shipped plugin configuration
+  noop-native - an Envoy dynamic module that does nothing (bench/noop-native): the native floor
+  native - llm-header-forward's native build (SPEC §9), same plugin configuration
 all routing to an upstream listener in the same Envoy that buffers the body and answers with a
 direct response. wrk drives each listener in turn (alternating, several rounds) with a JSON chat
 body of ~1 KB, ~64 KB and ~1 MB and a provider-data header that exercises forwarding.
@@ -31,7 +33,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 WASM = ROOT / "target/wasm32-unknown-unknown/release/llm_header_forward.wasm"
 NOOP = ROOT / "target/wasm32-unknown-unknown/release/noop_filter.wasm"
-LISTENERS = ["none", "noop", "filter"]
+NATIVE = ROOT / "target/release/libllm_header_forward.so"
+NOOP_NATIVE = ROOT / "target/release/libnoop_native.so"
+LISTENERS = ["none", "noop", "filter", "noop-native", "native"]
+# Counter of requests seen, per filter listener, for the RSS soak.
+SOAKED = {"filter": "wasmcustom.llm_header_forward.requests", "native": "dynamicmodulescustom.llm_header_forward.requests"}
 # Diagnostic listeners (`--variants`): the do-nothing module plus one host interaction each.
 VARIANTS = ["noop-pause", "noop-read", "noop-headers", "noop-get", "noop-set", "noop-add", "noop-clear", "noop-pairs"]
 SIZES = {"1KB": 1024, "64KB": 64 * 1024, "1MB": 1024 * 1024}
@@ -86,6 +92,17 @@ def wasm_filter(name, path, configuration=None, allow_stop=False):
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}}
 
 
+def native_filter(path, name, configuration=None):
+    config = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"module": {"local": {"filename": str(path)}}},
+        "filter_name": name,
+    }
+    if configuration is not None:
+        config["filter_config"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration}
+    return {"name": "envoy.filters.http.dynamic_modules", "typed_config": config}
+
+
 ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
@@ -118,6 +135,8 @@ def envoy_config(ports, admin_port, listeners):
         "none": [],
         "noop": [wasm_filter("noop", NOOP)],
         "filter": [wasm_filter("llm-header-forward", WASM, plugin["configuration"]["value"], allow_stop=True)],
+        "noop-native": [native_filter(NOOP_NATIVE, "noop")],
+        "native": [native_filter(NATIVE, "llm_header_forward", plugin["configuration"]["value"])],
     }
     for v in VARIANTS:
         filters[v] = [wasm_filter(v, NOOP, v.split("-")[1], allow_stop=True)]
@@ -220,9 +239,9 @@ class Bench:
         result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
         return result
 
-    def filter_requests(self):
-        stats = httpx.get(f"http://127.0.0.1:{self.admin}/stats?filter=wasmcustom.llm_header_forward.requests$",
-                          trust_env=False).text
+    def filter_requests(self, listener):
+        stat = SOAKED[listener].replace(".", "\\.")
+        stats = httpx.get(f"http://127.0.0.1:{self.admin}/stats?filter=^{stat}$", trust_env=False).text
         return int(stats.split(":")[1]) if ":" in stats else 0
 
     def stop(self):
@@ -243,15 +262,18 @@ def main():
     ap.add_argument("--sizes", default="1KB,64KB,1MB")
     ap.add_argument("--out", help="also write the report (markdown) here")
     ap.add_argument("--variants", action="store_true", help="also run the diagnostic do-nothing variants")
+    ap.add_argument("--listeners", default=",".join(LISTENERS), help="which of the listeners to run ('none' always)")
     args = ap.parse_args()
 
     envoy = os.environ.get("ENVOY") or shutil.which("envoy") or str(ROOT / ".venv/bin/envoy")
-    for tool, path in [("wrk", shutil.which("wrk")), ("envoy", envoy), ("filter", WASM), ("noop filter", NOOP)]:
+    for tool, path in [("wrk", shutil.which("wrk")), ("envoy", envoy), ("filter", WASM), ("noop filter", NOOP),
+                       ("native filter", NATIVE), ("native noop module", NOOP_NATIVE)]:
         if not path or not Path(path).exists():
             raise SystemExit(f"missing {tool}: run `make bench` (it builds and installs what is needed)")
 
     work = Path(tempfile.mkdtemp(prefix="llmhf-bench-"))
-    listeners = LISTENERS + (VARIANTS if args.variants else [])
+    chosen = ["none"] + [n for n in args.listeners.split(",") if n and n != "none"]
+    listeners = chosen + (VARIANTS if args.variants else [])
     bench = Bench(envoy, work, args.connections, args.duration, listeners)
     rows, notes = [], []
     try:
@@ -277,12 +299,13 @@ def main():
 
         body = work / "body-1KB.json"
         body.write_bytes(body_of_size(1024))
-        rss_before = rss_kb(bench.proc.pid)
-        start = bench.filter_requests()
-        while bench.filter_requests() - start < args.soak:
-            bench.wrk("filter", body, 5)
-        soaked = bench.filter_requests() - start
-        rss_after = rss_kb(bench.proc.pid)
+        soaks = []  # (listener, requests, RSS before, RSS after)
+        for listener in [n for n in SOAKED if n in listeners and args.soak > 0]:
+            rss_before = rss_kb(bench.proc.pid)
+            start = bench.filter_requests(listener)
+            while bench.filter_requests(listener) - start < args.soak:
+                bench.wrk(listener, body, 5)
+            soaks.append((listener, bench.filter_requests(listener) - start, rss_before, rss_kb(bench.proc.pid)))
     finally:
         bench.stop()
 
@@ -300,13 +323,17 @@ def main():
     lines.append("")
     by = {(s, l): (rps, p50, p99, ratio) for s, l, rps, p50, p99, ratio in rows}
     for size in dict.fromkeys(s for s, *_ in rows):
-        f, n = by[(size, "filter")], by[(size, "none")]
-        noop = by[(size, "noop")]
-        lines.append(f"- {size}: filter/none = **{f[3]:.3f}** (noop/none = {noop[3]:.3f}); "
-                     f"p99 added by the filter = {(f[2] - n[2]):.0f} µs")
-    lines.append(f"- wasm: {WASM.stat().st_size:,} bytes (noop: {NOOP.stat().st_size:,})")
-    lines.append(f"- Envoy RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after {soaked:,} "
-                 f"requests through the filter (growth {(rss_after - rss_before) / 1024:+.1f} MiB)")
+        n = by[(size, "none")]
+        for filt, floor in [("filter", "noop"), ("native", "noop-native")]:
+            if (size, filt) in by and (size, floor) in by:
+                f, noop = by[(size, filt)], by[(size, floor)]
+                lines.append(f"- {size}: {filt}/none = **{f[3]:.3f}** ({floor}/none = {noop[3]:.3f}); "
+                             f"p99 added by {filt} = {(f[2] - n[2]):.0f} µs")
+    lines.append(f"- wasm: {WASM.stat().st_size:,} bytes (noop: {NOOP.stat().st_size:,}); "
+                 f"native .so: {NATIVE.stat().st_size:,} bytes (noop-native: {NOOP_NATIVE.stat().st_size:,})")
+    for listener, soaked, rss_before, rss_after in soaks:
+        lines.append(f"- Envoy RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after {soaked:,} "
+                     f"requests through `{listener}` (growth {(rss_after - rss_before) / 1024:+.1f} MiB)")
     report = "\n".join(lines)
     print(report)
     if args.out:

@@ -5,8 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ENVOY=${ENVOY:-envoy}
 PYTHON=${PYTHON:-python3}
-WASM=target/wasm32-unknown-unknown/release/llm_header_forward.wasm
-[ -f "$WASM" ] || { echo "missing $WASM: run 'make build' first" >&2; exit 1; }
+# BUILD=native: the dynamic module and envoy/envoy-native.yaml (`make run-native`).
+if [ "${BUILD:-wasm}" = native ]; then
+  MODULE=target/release/libllm_header_forward.so CONFIG=envoy/envoy-native.yaml COMPONENT=dynamic_modules
+  [ -f "$MODULE" ] || { echo "missing $MODULE: run 'make native' first" >&2; exit 1; }
+else
+  MODULE=target/wasm32-unknown-unknown/release/llm_header_forward.wasm CONFIG=envoy/envoy.yaml COMPONENT=wasm
+  [ -f "$MODULE" ] || { echo "missing $MODULE: run 'make build' first" >&2; exit 1; }
+fi
 
 "$PYTHON" envoy/mock_llm.py vllm=127.0.0.1:18001 openai=127.0.0.1:18002 anthropic=127.0.0.1:18003 &
 MOCK=$!
@@ -44,4 +50,4 @@ openai, "model" gpt-4o-mini, and nothing vllm's attempt carried (vllm-key, x-maa
 
 MSG
 # shellcheck disable=SC2086
-$ENVOY -c envoy/envoy.yaml --use-dynamic-base-id --log-level warning --component-log-level wasm:info
+$ENVOY -c "$CONFIG" --use-dynamic-base-id --log-level warning --component-log-level "$COMPONENT:info"

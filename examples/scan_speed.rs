@@ -7,11 +7,22 @@ fn body(size: usize, text: &str) -> Vec<u8> {
     format!(r#"{{"messages":[{{"role":"user","content":"{content}"}}],"model":"llama-3-8b"}}"#).into_bytes()
 }
 
+/// `PROSE` of bench/run.py as it appears inside a JSON string.
+const BENCH_PROSE: &str = concat!(
+    "The quarterly report shows that revenue grew in every region, although costs rose faster than ",
+    "expected in the second half. Please summarise the main drivers and list the risks that the board ",
+    "should discuss at the next meeting.\\n\\nAs the CFO put it, \\\"we\u{2019}re investing ahead of demand\\\" \u{2014} a ",
+    "choice that depends on the caf\u{e9} chain contract being renewed.\\n\\n",
+);
+
 fn main() {
     let cases = [
         ("ascii prose", "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod "),
         ("prose with quotes, newlines, accents", "lorem ipsum dolor sit amet \\\"quoted\\\" caf\u{e9}\\n elit "),
         ("base64", "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg"),
+        // bench/run.py's chat prose: two paragraph breaks, a quotation and three non-ASCII
+        // characters in every ~400 bytes.
+        ("bench prose", BENCH_PROSE),
         ("CJK", "\u{4e2d}\u{6587}\u{6587}\u{672c}\u{5185}\u{5bb9}\u{6d4b}\u{8bd5}"),
     ];
     for (name, text) in cases {

@@ -1,6 +1,6 @@
-//! llm-header-forward: a proxy-wasm filter that forwards per-request provider data to LLM backends
-//! safely. Everything that decides is plain Rust (compiled and tested natively); only the host glue in
-//! `wasm/` (proxy-wasm) talks to the host.
+//! llm-header-forward: an Envoy filter that forwards per-request provider data to LLM backends
+//! safely. Everything that decides is plain Rust (compiled and tested natively); only the host glue
+//! talks to a host: `wasm/` (proxy-wasm, the default build) and `native/` (Envoy dynamic module).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod attempt;
@@ -8,6 +8,7 @@ pub mod blocklist;
 pub mod chain;
 pub mod client_headers;
 pub mod config;
+pub mod counters;
 pub mod decision;
 pub mod flow;
 pub mod forwarding;
@@ -15,6 +16,7 @@ pub mod handover;
 pub mod header_syntax;
 pub mod model_rewrite;
 pub mod model_scan;
+pub mod outcome;
 pub mod policy;
 pub mod provider_data;
 pub mod rejection;
@@ -33,5 +35,10 @@ pub mod invariants;
 pub mod testkit;
 
 // Host glue: each host's folder only moves bytes between that host and the core above.
+// proxy-wasm (the default `.wasm`):
 #[cfg(target_arch = "wasm32")]
 mod wasm;
+// Envoy dynamic module (`make native`): links against symbols only Envoy's binary defines, so it is
+// compiled only with the `native` feature.
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod native;

@@ -1,6 +1,15 @@
+"""Fixtures. Every test that starts Envoy (it uses `backends`, `gateway` or `lab`, directly or via
+`Gateway(backends, ...)`) runs once per build, `[wasm]` and `[native]`, with nothing to add to the
+test. A test that is inherently about one build says so with a reason:
+
+    @pytest.mark.wasm_only("the wasm VM's linear memory")
+    @pytest.mark.native_only("the dynamic module's panic guard")
+"""
+
 import pytest
 
-from harness import WASM, Backends, Gateway
+import harness
+from harness import BUILDS, NATIVE, WASM, Backends, Gateway
 
 # A second plugin configuration, for the rules the shipped one does not switch on: on_invalid drop,
 # a default provider for unknown models, a small body limit, bring-your-own-key, generic extra
@@ -39,20 +48,49 @@ LAB_CONFIG = {
 }
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "wasm_only(reason): the test is about the proxy-wasm build only")
+    config.addinivalue_line("markers", "native_only(reason): the test is about the dynamic-module build only")
+
+
 def pytest_sessionstart(session):
     if not WASM.exists():
         raise pytest.UsageError(f"{WASM} is missing: run `make build` (or `make test`)")
+    if not NATIVE.exists():
+        raise pytest.UsageError(f"{NATIVE} is missing: run `make native` (or `make test`)")
+
+
+def _builds_for(definition):
+    for only, build in (("wasm_only", "wasm"), ("native_only", "native")):
+        marker = definition.get_closest_marker(only)
+        if marker is not None:
+            if not (marker.args or marker.kwargs.get("reason")):
+                raise pytest.UsageError(f"{definition.nodeid}: @pytest.mark.{only} needs a reason")
+            return [build]
+    return list(BUILDS)
+
+
+def pytest_generate_tests(metafunc):
+    if "build" in metafunc.fixturenames:
+        metafunc.parametrize("build", _builds_for(metafunc.definition), indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
-def backends():
+def build(request):
+    """The build under test: every Envoy-using test is parametrized with it."""
+    harness.select_build(request.param)
+    yield request.param
+
+
+@pytest.fixture(scope="session")
+def backends(build):
     b = Backends()
     yield b
     b.close()
 
 
 @pytest.fixture(scope="session")
-def gateway(backends):
+def gateway(backends, build):
     """Envoy with the shipped envoy/envoy.yaml, as users run it."""
     gw = Gateway(backends)
     yield gw
@@ -60,7 +98,7 @@ def gateway(backends):
 
 
 @pytest.fixture(scope="session")
-def lab(backends):
+def lab(backends, build):
     gw = Gateway(backends, LAB_CONFIG)
     yield gw
     gw.stop()

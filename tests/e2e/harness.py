@@ -1,6 +1,10 @@
 """Runs the real filter in a real Envoy, in front of the mock LLM backends, on ports chosen at run
-time. The Envoy configuration is the shipped envoy/envoy.yaml with only ports, the wasm path and
-(optionally) the plugin configuration replaced, so the tests exercise what users run."""
+time. The Envoy configuration is the shipped envoy/envoy.yaml (build `wasm`) or envoy/envoy-native.yaml
+(build `native`) with only ports, the module path and (optionally) the plugin configuration replaced,
+so the tests exercise what users run.
+
+Every test that starts Envoy (through the `backends`, `gateway` or `lab` fixtures) runs once per
+build; `Gateway(...)` uses the build of the running test (conftest.py sets it)."""
 
 import importlib.util
 import json
@@ -18,7 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 WASM = ROOT / "target/wasm32-unknown-unknown/release/llm_header_forward.wasm"
 # The bench's do-nothing module; configured with "crash" it panics on requests with `x-crash`.
 NOOP_WASM = ROOT / "target/wasm32-unknown-unknown/release/noop_filter.wasm"
+# The native build (`make native`) and its test-only variant that panics on request.
+NATIVE = ROOT / "target/release/libllm_header_forward.so"
+NATIVE_PANIC = ROOT / "target/native-test/libllm_header_forward.so"
 SHIPPED = ROOT / "envoy/envoy.yaml"
+SHIPPED_NATIVE = ROOT / "envoy/envoy-native.yaml"
+BUILDS = ("wasm", "native")
+WASM_FILTER = "envoy.filters.http.wasm"
+NATIVE_FILTER = "envoy.filters.http.dynamic_modules"
 PROVIDER_DATA = "x-llamastack-provider-data"
 
 
@@ -44,17 +55,65 @@ def _load_mock():
 mock_llm = _load_mock()
 
 
-def shipped_config():
-    """The shipped Envoy config as a dict."""
-    return yaml.safe_load(SHIPPED.read_text())
+_build = {"current": "wasm"}
+
+
+def current_build():
+    """The build the running test is for (`wasm` or `native`)."""
+    return _build["current"]
+
+
+def select_build(build):
+    assert build in BUILDS, build
+    _build["current"] = build
+
+
+def shipped_config(build=None):
+    """The shipped Envoy config of a build as a dict (default: the running test's build)."""
+    path = SHIPPED_NATIVE if (build or current_build()) == "native" else SHIPPED
+    return yaml.safe_load(path.read_text())
+
+
+def plugin_filter(hcm):
+    """The llm-header-forward filter entry in an HttpConnectionManager config, either build."""
+    for f in hcm["http_filters"]:
+        if f["name"] in (WASM_FILTER, NATIVE_FILTER):
+            return f
+    raise KeyError("llm-header-forward filter not found")
+
+
+def plugin_value(entry):
+    """The plugin configuration JSON text of a filter entry from `plugin_filter`."""
+    if entry["name"] == NATIVE_FILTER:
+        return entry["typed_config"]["filter_config"]["value"]
+    return entry["typed_config"]["config"]["configuration"]["value"]
+
+
+def set_plugin_value(entry, value):
+    if entry["name"] == NATIVE_FILTER:
+        entry["typed_config"]["filter_config"]["value"] = value
+    else:
+        entry["typed_config"]["config"]["configuration"]["value"] = value
+
+
+def set_module_path(entry, path=None):
+    """Points a filter entry at the built module (`path`: another .so or .wasm)."""
+    if entry["name"] == NATIVE_FILTER:
+        entry["typed_config"]["dynamic_module_config"] = {"module": {"local": {"filename": str(path or NATIVE)}}}
+    else:
+        entry["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(path or WASM)
 
 
 def _wasm_filter_config(cfg):
-    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    for f in hcm["http_filters"]:
-        if f["name"] == "envoy.filters.http.wasm":
-            return f["typed_config"]["config"]
-    raise KeyError("wasm filter not found in envoy.yaml")
+    """The `config` of the wasm filter in an Envoy config dict (build `wasm` only)."""
+    entry = plugin_filter(hcm_of(cfg))
+    if entry["name"] != WASM_FILTER:
+        raise KeyError("not the wasm build's config")
+    return entry["typed_config"]["config"]
+
+
+def hcm_of(cfg):
+    return cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
 def upstream_wasm_configs(cfg):
@@ -71,7 +130,7 @@ def upstream_wasm_configs(cfg):
 
 def shipped_plugin_config():
     """The plugin configuration embedded in the shipped envoy.yaml, as a dict."""
-    return json.loads(_wasm_filter_config(shipped_config())["configuration"]["value"])
+    return json.loads(plugin_value(plugin_filter(hcm_of(shipped_config("wasm")))))
 
 
 class Backends:
@@ -93,10 +152,14 @@ class Gateway:
     """An Envoy process running the filter. `plugin_config` (dict or raw string) replaces the
     shipped plugin configuration; `tweak(cfg)` may edit the Envoy config dict further."""
 
-    def __init__(self, backends, plugin_config=None, tweak=None, concurrency=2):
+    def __init__(self, backends, plugin_config=None, tweak=None, concurrency=2, build=None, env=None):
+        self.build = build or current_build()
+        # Where the filter's counters and log lines appear for this build.
+        self.stat_prefix = "dynamicmodulescustom." if self.build == "native" else "wasmcustom."
+        self.log_component = "dynamic_modules" if self.build == "native" else "wasm"
         self.dir = Path(tempfile.mkdtemp(prefix="llmhf-e2e-"))
         self.log_path = self.dir / "envoy.log"
-        cfg = shipped_config()
+        cfg = shipped_config(self.build)
         cfg["admin"]["address"]["socket_address"]["port_value"] = 0
         listener = cfg["static_resources"]["listeners"][0]
         listener["address"]["socket_address"]["port_value"] = 0
@@ -105,8 +168,8 @@ class Gateway:
                 continue  # an aggregate cluster: its members carry the endpoints
             endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
             endpoint["address"]["socket_address"]["port_value"] = backends.port(cluster["name"])
-        wasm = _wasm_filter_config(cfg)
-        wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+        entry = plugin_filter(hcm_of(cfg))
+        set_module_path(entry)
         for upstream_wasm in upstream_wasm_configs(cfg):
             upstream_wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
             if isinstance(plugin_config, dict):
@@ -114,7 +177,7 @@ class Gateway:
                 upstream_wasm["configuration"]["value"] = json.dumps({**plugin_config, "role": "upstream"})
         if plugin_config is not None:
             value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
-            wasm["configuration"]["value"] = value
+            set_plugin_value(entry, value)
         if tweak:
             tweak(cfg)
         self.config_path = self.dir / "envoy.yaml"
@@ -123,9 +186,9 @@ class Gateway:
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", str(self.config_path), "--use-dynamic-base-id",
              "--concurrency", str(concurrency), "--log-level", "warning",
-             "--component-log-level", "wasm:debug", "--log-path", str(self.log_path), "--file-flush-interval-msec", "50",
+             "--component-log-level", f"{self.log_component}:debug", "--log-path", str(self.log_path), "--file-flush-interval-msec", "50",
              "--admin-address-path", str(admin_file)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})},
         )
         self.admin = None
         self.base = None
@@ -170,6 +233,10 @@ class Gateway:
             if stats.get(name) == value or time.time() > deadline:
                 return stats
             time.sleep(0.1)
+
+    def stat(self, name):
+        """The full name of one of the filter's counters (`requests`, `provider.vllm.requests`...)."""
+        return f"{self.stat_prefix}llm_header_forward.{name}"
 
     def stats(self):
         """Counter name -> value, from /stats."""

@@ -13,6 +13,7 @@ import re
 import time
 
 import httpx
+import pytest
 
 from h2c import Client, request_headers
 from harness import Gateway, shipped_config, upstream
@@ -67,6 +68,7 @@ def normal_request(gw, token):
     return r.status_code
 
 
+@pytest.mark.wasm_only("the wasm VM's linear memory (vm_memory_bytes); the native build has no VM")
 def test_held_requests_cost_the_vm_a_small_fixed_amount(backends):
     gw = Gateway(backends, concurrency=2)
     clients = []

@@ -13,7 +13,8 @@ import httpx
 import pytest
 import yaml
 
-from harness import NOOP_WASM, WASM, Gateway, _wasm_filter_config, shipped_config, shipped_plugin_config, upstream
+from harness import (NOOP_WASM, Gateway, _wasm_filter_config, plugin_filter, set_module_path, set_plugin_value,
+                     shipped_config, shipped_plugin_config, upstream)
 
 
 def _hcm(cfg):
@@ -75,6 +76,7 @@ def requires_noop():
         pytest.skip("build the do-nothing module: make test builds it")
 
 
+@pytest.mark.wasm_only("a crashed wasm VM and its reload; the native build's panic guard: test_native.py")
 def test_a_crashed_vm_fails_its_requests_and_is_reloaded(backends):
     """FAIL_RELOAD (as shipped): the requests the VM held when it crashed get 503 and never reach
     the backend; the next request after the back-off (0.2-0.3 s) gets a fresh VM and is filtered
@@ -108,6 +110,7 @@ def test_a_crashed_vm_fails_its_requests_and_is_reloaded(backends):
         gw.stop()
 
 
+@pytest.mark.wasm_only("the wasm VM's reload back-off")
 def test_during_the_reload_back_off_requests_are_refused_not_passed(backends):
     """Within the back-off after a (re)load, a crashed VM is not replaced yet: requests get 503,
     never the backend unfiltered. A 60 s back-off makes that window certain here."""
@@ -192,8 +195,7 @@ def test_config_reload_under_traffic(backends):
     def write_lds(listener, version):
         listener = copy.deepcopy(listener)
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
-        wasm["typed_config"]["config"]["configuration"]["value"] = plugin(version)
+        set_plugin_value(plugin_filter(hcm), plugin(version))
         listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
         tmp = lds_dir / f".lds-{version}.yaml"
         tmp.write_text(yaml.safe_dump({"resources": [listener]}))
@@ -203,7 +205,7 @@ def test_config_reload_under_traffic(backends):
     first = shipped_config()["static_resources"]["listeners"][0]
     first["address"]["socket_address"]["port_value"] = port
     hcm = first["filter_chains"][0]["filters"][0]["typed_config"]
-    next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    set_module_path(plugin_filter(hcm))
     write_lds(first, "v1")
     gw = Gateway(backends, tweak=to_lds)
     results, errors = [], []
