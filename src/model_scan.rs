@@ -353,8 +353,9 @@ impl ModelScanner {
     fn string(&mut self, s: &[u8], mut i: usize) -> Result<usize, ScanError> {
         // Skipped strings take the fast path: whole runs of plain bytes, escapes and UTF-8
         // sequences at a time. Decoded strings, and sequences split across chunks, go byte by byte.
+        let mut window = Window::default();
         while self.role == Role::Other && self.utf8_need == 0 && self.escape == Escape::None {
-            i = skip_plain(s, i);
+            i = skip_plain(s, i, &mut window);
             let Some(&b) = s.get(i) else { return Ok(i) };
             match b {
                 b'"' => {
@@ -633,7 +634,7 @@ fn hex4(digits: &[u8]) -> Option<u32> {
 /// (V8 runs wasm SIMD) sixteen bytes at a time, then the portable version for the tail.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline]
-fn skip_plain(s: &[u8], mut i: usize) -> usize {
+fn skip_plain(s: &[u8], mut i: usize, _window: &mut Window) -> usize {
     use core::arch::wasm32::{
         i8x16_lt, i8x16_splat, u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, v128, v128_any_true, v128_load, v128_or,
     };
@@ -663,25 +664,36 @@ fn skip_plain(s: &[u8], mut i: usize) -> usize {
     skip_plain_swar(s, i)
 }
 
+/// The last 64-byte window `skip_plain` tested and its bit mask of special bytes: a string with a
+/// special byte every few dozen bytes (prose with `\n`, quotes, accents) then costs one bit scan
+/// per special byte instead of new compares. Valid for one chunk only.
+#[derive(Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Window {
+    base: usize,
+    mask: u64,
+    valid: bool,
+}
+
 /// The native build on x86-64 (SSE2 is part of the x86-64 baseline, so no run-time detection):
-/// 64 bytes per step as one bit mask whose lowest set bit is the answer, then sixteen, then the
-/// portable version for the tail.
+/// 64 bytes per step as one bit mask whose lowest set bit is the answer (kept in `window` for the
+/// next call), then sixteen, then the portable version for the tail.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn skip_plain(s: &[u8], mut i: usize) -> usize {
+fn skip_plain(s: &[u8], mut i: usize, window: &mut Window) -> usize {
     use core::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
-    // One bit per byte of `window[..16]` that is `"`, `\` or below 0x20 as a signed byte (which
+    // One bit per byte of `bytes[..16]` that is `"`, `\` or below 0x20 as a signed byte (which
     // catches control characters and every byte >= 0x80 at once).
-    let mask16 = |window: &[u8]| -> u64 {
-        if window.len() < 16 {
+    let mask16 = |bytes: &[u8]| -> u64 {
+        if bytes.len() < 16 {
             return 0;
         }
-        // SAFETY: `window` has at least 16 readable bytes and `loadu` needs no alignment; the other
+        // SAFETY: `bytes` has at least 16 readable bytes and `loadu` needs no alignment; the other
         // intrinsics compute on registers, with SSE2 enabled on every x86-64 target.
         unsafe {
-            let v = _mm_loadu_si128(window.as_ptr() as *const __m128i);
+            let v = _mm_loadu_si128(bytes.as_ptr() as *const __m128i);
             let hits = _mm_or_si128(
                 _mm_or_si128(
                     _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
@@ -692,16 +704,24 @@ fn skip_plain(s: &[u8], mut i: usize) -> usize {
             _mm_movemask_epi8(hits) as u16 as u64
         }
     };
-    while let Some(window) = s.get(i..i + 64) {
-        let mask =
-            mask16(window) | mask16(&window[16..]) << 16 | mask16(&window[32..]) << 32 | mask16(&window[48..]) << 48;
+    if window.valid && i >= window.base && i < window.base + 64 {
+        let rest = window.mask & (u64::MAX << (i - window.base));
+        if rest != 0 {
+            return window.base + rest.trailing_zeros() as usize;
+        }
+        i = window.base + 64;
+    }
+    while let Some(bytes) = s.get(i..i + 64) {
+        let mask = mask16(bytes) | mask16(&bytes[16..]) << 16 | mask16(&bytes[32..]) << 32 | mask16(&bytes[48..]) << 48;
         if mask != 0 {
+            *window = Window { base: i, mask, valid: true };
             return i + mask.trailing_zeros() as usize;
         }
         i += 64;
     }
-    while let Some(window) = s.get(i..i + 16) {
-        let mask = mask16(window);
+    window.valid = false;
+    while let Some(bytes) = s.get(i..i + 16) {
+        let mask = mask16(bytes);
         if mask != 0 {
             return i + mask.trailing_zeros() as usize;
         }
@@ -712,7 +732,7 @@ fn skip_plain(s: &[u8], mut i: usize) -> usize {
 
 #[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
 #[inline]
-fn skip_plain(s: &[u8], i: usize) -> usize {
+fn skip_plain(s: &[u8], i: usize, _window: &mut Window) -> usize {
     skip_plain_swar(s, i)
 }
 

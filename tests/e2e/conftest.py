@@ -75,6 +75,13 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("build", _builds_for(metafunc.definition), indirect=True, scope="session")
 
 
+@pytest.fixture(autouse=True)
+def _build_of_this_test(request):
+    """`Gateway(...)` in a test that does not use the fixtures above runs the default build, wasm."""
+    callspec = getattr(request.node, "callspec", None)
+    harness.select_build(callspec.params.get("build", "wasm") if callspec else "wasm")
+
+
 @pytest.fixture(scope="session")
 def build(request):
     """The build under test: every Envoy-using test is parametrized with it."""
