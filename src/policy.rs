@@ -431,6 +431,16 @@ fn compile_provider(p: &ProviderConfig, path: &str, blocklist: &Blocklist, error
             ));
         }
     }
+    // Mode "all" keeps every client header: a `forward` list there restricts nothing, although an
+    // operator who wrote one expects it to.
+    if p.client_headers.mode == ClientHeaderMode::All
+        && p.client_headers.forward != config::ClientHeadersConfig::default().forward
+    {
+        errors.push(format!(
+            "{path}.client_headers.forward: only used in mode \"allowlist\"; mode \"all\" keeps every client header \
+             (use mode \"allowlist\" to forward only these)"
+        ));
+    }
     // An exact `client_headers.forward` name that `drop` or `remove_headers` also matches is never
     // forwarded.
     if p.client_headers.mode == ClientHeaderMode::Allowlist {
@@ -744,9 +754,18 @@ mod tests {
         policy(
             r#"{"providers":[{"name":"a","models":["m"],"forward_headers":{"tok":"authorization"},
                 "remove_headers":["x-debug"],"set_headers":{"x-gateway":"gw"},
-                "client_headers":{"mode":"all","forward":["x-stainless-lang"],"rename":{"x-customer":"x-cust"}}},
+                "client_headers":{"mode":"all","forward":["x-*"],"rename":{"x-customer":"x-cust"}}},
                {"name":"b","models":["n"],"client_headers":{"forward":["x-*","x-stainless-*"]}}]}"#,
         );
+    }
+
+    #[test]
+    fn a_forward_list_in_mode_all_is_an_error() {
+        let msg = problems(
+            r#"{"providers":[{"name":"a","models":["m"],"client_headers":{"mode":"all","forward":["x-tenant-*"]}}]}"#,
+        );
+        assert!(msg.contains(r#"client_headers.forward: only used in mode "allowlist""#), "{msg}");
+        policy(r#"{"providers":[{"name":"a","models":["m"],"client_headers":{"mode":"all","drop":["x-a"]}}]}"#);
     }
 
     #[test]

@@ -126,3 +126,13 @@ def test_forward_rename_and_forward_headers_rules_that_never_apply_are_config_er
                     'forward: "x-stainless-lang" matches client_headers.drop "x-stainless-*", so it is never forwarded',
                     'forward: "x-tenant-name" matches remove_headers "x-tenant-*", so it is never forwarded']:
         assert problem in line, f"{problem!r} missing from: {line}"
+
+
+def test_a_forward_list_in_mode_all_is_a_config_error(backends):
+    """`{"mode": "all", "forward": ["x-tenant-*"]}` read like a restriction but kept every client
+    header: the operator's list was silently ignored."""
+    bad = {"providers": [{"name": "vllm", "models": ["llama-*"],
+                          "client_headers": {"mode": "all", "forward": ["x-tenant-*"]}}]}
+    failure = run_envoy_expecting_failure(backends, bad)
+    line = next(l for l in failure.splitlines() if "invalid plugin configuration" in l).replace('\\"', '"')
+    assert 'client_headers.forward: only used in mode "allowlist"' in line, line
