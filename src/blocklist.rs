@@ -33,13 +33,7 @@ pub const CORE_NAMES: &[&str] = &[
     "x-client-ip",
     "client-ip",
     "x-request-id",
-    // What the backend should do instead of what the request line says.
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-middleware-subrequest",
+    // What the backend should do instead of what the request line says: REQUEST_OVERRIDE_NAMES.
 ];
 
 /// Core blocklist, prefixes: the forwarding headers Envoy maintains and Envoy's control headers.
@@ -50,7 +44,7 @@ pub const CORE_PREFIXES: &[&str] = &["x-forwarded-", "x-envoy-"];
 pub const CLIENT_IDENTITY_NAMES: &[&str] =
     &["forwarded", "x-forwarded", "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-client-ip", "client-ip"];
 
-/// Client-sent headers that tell a backend (or a framework in front of it) to use another method
+/// Core blocklist too. Client-sent headers that tell a backend (or a framework in front of it) to use another method
 /// or URL than the request line, or to skip its middleware (Next.js `x-middleware-subrequest`):
 /// removed from every request, like `cookie`. The default allowlist `x-*` would otherwise forward
 /// them, although provider data may never set them (core blocklist).
@@ -131,7 +125,7 @@ impl Blocklist {
         if name.starts_with(':') {
             return Some(BlockedBy::PseudoHeader);
         }
-        if let Some(n) = CORE_NAMES.iter().find(|n| **n == name) {
+        if let Some(n) = CORE_NAMES.iter().chain(REQUEST_OVERRIDE_NAMES).find(|n| **n == name) {
             return Some(BlockedBy::Core(n));
         }
         CORE_PREFIXES.iter().find(|p| name.starts_with(**p)).map(|p| BlockedBy::Core(p))
@@ -145,8 +139,10 @@ impl Blocklist {
     /// The operator's `blocked_headers` pattern that matches `name` (lowercase): such a header is
     /// also removed from what the client itself sends (a blocked name any client could simply
     /// send would not be blocked).
+    /// Underscore spellings count, as in [`Blocklist::check`].
     pub fn operator_match(&self, name: &str) -> Option<&Pattern> {
         first_match(&self.operator, name)
+            .or_else(|| name.contains('_').then(|| first_match(&self.operator, &dashed(name))).flatten())
     }
 
     /// `name` must be lowercase. Underscore spellings are blocked like the dashed name.

@@ -260,6 +260,11 @@ mod tests {
         assert_eq!(rule(&p, Some(0), "x-api-key"), Some(ClientRule::ClientAuth));
         assert_eq!(rule(&p, Some(1), "x-api-key"), None, "client_auth alone decides credentials");
         assert_eq!(rule(&p, Some(1), "x-other-key"), Some(ClientRule::Blocked("x-*-key")));
+        assert_eq!(
+            rule(&p, Some(0), "x_internal_debug"),
+            Some(ClientRule::Blocked("x-internal-*")),
+            "underscore spelling"
+        );
     }
 
     #[test]
