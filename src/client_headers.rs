@@ -40,6 +40,9 @@ pub enum ClientRule<'p> {
     /// A request trailer with a name Envoy manages only as a header (framing, host, hop-by-hop,
     /// `x-forwarded-*`, `x-request-id`): as a trailer nothing checks it, so it never passes.
     NotATrailer,
+    /// A request trailer with a name the provider's rules set or rename as a header: the header's
+    /// value wins, so the trailer never follows it.
+    SetAsHeader,
 }
 
 impl ClientRule<'_> {
@@ -77,6 +80,9 @@ impl std::fmt::Display for ClientRule<'_> {
             }
             ClientRule::Renamed { to } => write!(f, "client_headers.rename to {to:?}"),
             ClientRule::NotATrailer => write!(f, "managed by Envoy as a header, never accepted as a trailer"),
+            ClientRule::SetAsHeader => {
+                write!(f, "set or renamed by the filter as a header, never accepted as a trailer")
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::client_headers::{ClientRule, left_to_envoy, removal_rule};
 use crate::decision::{Headers, Removal, Rewrite};
-use crate::policy::{Policy, Target};
+use crate::policy::{Policy, Provider, Target};
 
 /// What a forwarded request was resolved to (`None`: no provider), by index: all the glue keeps
 /// between the headers and the trailers.
@@ -41,7 +41,7 @@ pub fn removals<'p>(policy: &'p Policy, target: Option<Target>, trailers: &Heade
 fn header_rule<'p>(policy: &'p Policy, target: Option<Target>, name: &str) -> Option<ClientRule<'p>> {
     match target {
         None => removal_rule(policy, None, name),
-        Some(Target::Provider(i)) => removal_rule(policy, Some(policy.providers.get(i)?), name),
+        Some(Target::Provider(i)) => provider_rule(policy, policy.providers.get(i)?, name),
         Some(Target::Chain(c)) => {
             let chain = policy.chains.get(c)?;
             // Judged for every provider of the chain; a chain without providers keeps only the
@@ -50,10 +50,23 @@ fn header_rule<'p>(policy: &'p Policy, target: Option<Target>, name: &str) -> Op
                 .attempts
                 .iter()
                 .filter_map(|a| policy.providers.get(a.provider))
-                .find_map(|p| removal_rule(policy, Some(p), name))
+                .find_map(|p| provider_rule(policy, p, name))
                 .or_else(|| removal_rule(policy, None, name))
         }
     }
+}
+
+/// The header rules for `provider`, and one more: a name its rules set or rename as a header
+/// (`set_headers`, `default_headers`, `forward_headers` targets, `client_headers.rename` sources and
+/// targets) never passes as a trailer. The filter's value (or the renamed one) wins in the
+/// headers; a trailer of that name would follow it to a backend that merges trailers.
+fn provider_rule<'p>(policy: &'p Policy, provider: &'p Provider, name: &str) -> Option<ClientRule<'p>> {
+    removal_rule(policy, Some(provider), name).or_else(|| {
+        let set = provider.set_headers.iter().chain(&provider.default_headers).any(|(n, _)| n == name)
+            || provider.forward_headers.iter().any(|f| f.header == name)
+            || provider.client_rename.iter().any(|(from, to)| from == name || to == name);
+        set.then_some(ClientRule::SetAsHeader)
+    })
 }
 
 #[cfg(test)]
@@ -153,6 +166,25 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(removed, vec!["x-other".to_string(), "authorization".to_string(), "cookie".to_string()]);
+    }
+
+    #[test]
+    fn names_the_provider_sets_or_renames_never_pass_as_trailers() {
+        let p = Policy::from_json(
+            br#"{"providers":[{"name":"a","models":["m"],"client_auth":"forward",
+                "forward_headers":{"tenant":"x-tenant-id"},"set_headers":{"authorization":"Bearer gw","x-gateway":"g"},
+                "default_headers":{"x-tier":"free"},"client_headers":{"rename":{"x-customer-id":"x-maas-customer"}}}]}"#,
+        )
+        .expect("valid");
+        let sent =
+            ["authorization", "x-gateway", "x-tenant-id", "x-tier", "x-customer-id", "x-maas-customer", "x-api-key"];
+        let got = removed(&p, Some(0), &sent);
+        assert_eq!(got, sent[..6].iter().map(|n| n.to_string()).collect::<Vec<_>>(), "bring-your-own x-api-key passes");
+        assert!(
+            removals(&p, Some(Target::Provider(0)), &pairs(&["x-tier"]))
+                .iter()
+                .all(|r| r.rule == ClientRule::SetAsHeader)
+        );
     }
 
     #[test]

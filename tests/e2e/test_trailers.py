@@ -30,6 +30,9 @@ HOSTILE = [
     ("forwarded", "for=6.6.6.8"),
 ]
 BENIGN = ("x-body-checksum", "abc123")
+# Names the shipped vllm provider sets as headers (set_headers, a forward_headers target): the
+# filter's value wins in the headers, and a trailer must not follow it with the client's.
+SET_AS_HEADERS = [("x-gateway", "trailer-gateway"), ("x-tenant-id", "trailer-tenant")]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,8 @@ def check_trailers(up):
     names = [n for n, _ in up["trailers"]]
     assert [BENIGN[0]] == names, f"only the benign trailer may pass, got {up['trailers']}"
     values = json.dumps(up)
-    for secret in ("sk-other-provider", "sk-trailer", "sk-client", "session=trailer", "attacker-chosen", "6.6.6.", "evil.example"):
+    for secret in ("sk-other-provider", "sk-trailer", "sk-client", "session=trailer", "attacker-chosen", "6.6.6.", "evil.example",
+                   "trailer-gateway", "trailer-tenant"):
         assert secret not in values, secret
 
 
@@ -65,7 +69,7 @@ def test_trailers_after_a_json_body_get_the_header_rules(backends, h2_backend):
     gw = Gateway(backends, tweak=lambda cfg: use_h2_upstream(cfg, "vllm", h2_backend.port))
     try:
         body = json.dumps({"model": "llama-3-8b", "messages": []}).encode()
-        up = send_with_trailers(gw, "application/json", body, [BENIGN, *HOSTILE])
+        up = send_with_trailers(gw, "application/json", body, [BENIGN, *HOSTILE, *SET_AS_HEADERS])
         assert up["name"] == "h2-echo"
         assert dict(up["headers"])["x-llm-provider"] == "vllm"
         check_trailers(up)
@@ -81,8 +85,10 @@ def test_trailers_of_a_request_decided_without_its_body(backends, h2_backend):
         up = send_with_trailers(gw, "text/plain", b"hello", [BENIGN, *HOSTILE])
         assert dict(up["headers"])["x-llm-provider"] == "anthropic"
         # The lab's anthropic provider forwards client credentials (bring-your-own-key): as a
-        # header authorization/x-api-key would pass, so as trailers they may too; the rest may not.
+        # header x-api-key would pass, so as a trailer it may too. Its set_headers authorization
+        # wins over the client's in the headers, so the client's authorization trailer may not
+        # follow it; the rest may not pass either.
         names = [n for n, _ in up["trailers"]]
-        assert sorted(names) == sorted([BENIGN[0], "authorization", "x-api-key"]), up["trailers"]
+        assert sorted(names) == sorted([BENIGN[0], "x-api-key"]), up["trailers"]
     finally:
         gw.stop()
