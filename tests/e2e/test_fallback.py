@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness import Backends, Gateway, error_code, shipped_plugin_config
+from harness import Gateway, error_code, shipped_plugin_config
 
 # The native build has no upstream role yet (README, "Native build"): a chain request fails closed.
 pytestmark = pytest.mark.wasm_only("fallback chains need the upstream role, which only the wasm build has")
@@ -26,24 +26,18 @@ def headers_of(received):
     return out
 
 
-@pytest.fixture(scope="module")
-def chain_backends():
-    b = Backends()
-    yield b
-    b.close()
-
-
-@pytest.fixture(scope="module")
-def gw(chain_backends):
-    g = Gateway(chain_backends)
-    yield g
-    g.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh_logs(chain_backends):
-    for s in chain_backends.servers.values():
+# The session's mock backends and shipped gateway (conftest.py); each test starts with empty
+# request records.
+@pytest.fixture
+def chain_backends(backends):
+    for s in backends.servers.values():
         s.received.clear()
+    return backends
+
+
+@pytest.fixture
+def gw(gateway, chain_backends):
+    return gateway
 
 
 def received(backends, name):
