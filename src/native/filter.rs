@@ -66,7 +66,7 @@ pub struct Filter {
     replied: bool,
     /// Forwarded, to this provider or chain (`None`: unrouted); its rules also judge trailers.
     forwarded: Option<Option<Target>>,
-    /// Scratch space for the request headers.
+    /// Scratch space for the request headers; empty while the body is held (read again at its end).
     headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -133,7 +133,9 @@ impl Filter {
             AfterHeaders::Decided(decision) => self.carry_out(config, stream, decision),
             AfterHeaders::ReadBody(read) => {
                 self.body = Some(read);
-                HeadersStatus::Stop
+                // A held request keeps no copy of its headers (issue 9): they are read again
+                // from Envoy when the body ends, so `headers` is dropped here, not kept.
+                return HeadersStatus::Stop;
             }
         };
         self.headers = headers;
