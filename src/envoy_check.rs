@@ -9,7 +9,8 @@
 //!   clusters of an aggregate never run), or with a configuration that is not the listener's plus
 //!   `"role": "upstream"`;
 //! - an endpoint of the chain's clusters without `filter_metadata.llm_header_forward.provider`,
-//!   or naming a provider outside the chain, and attempts no endpoint serves.
+//!   or naming a provider outside the chain, and attempts no endpoint serves;
+//! - the native build (dynamic module) in any cluster's `http_filters`: it has no upstream role.
 //!
 //! Static resources only (what a YAML file holds); works on the document as JSON values.
 
@@ -18,6 +19,8 @@ use serde_json::Value;
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const PREVIOUS_PRIORITIES: &str = "envoy.retry_priorities.previous_priorities";
+const NATIVE_FILTER: &str = "envoy.filters.http.dynamic_modules";
+const NATIVE_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
 const RETRY_ON: [&str; 4] = ["5xx", "reset", "connect-failure", "refused-stream"];
 
 /// The downstream wasm filters' plugin configurations (JSON text) in an Envoy document.
@@ -41,6 +44,7 @@ pub fn check(policy: &Policy, plugin_config: &Value, envoy: &Value) -> Vec<Strin
         .flat_map(|hcm| array(&hcm["route_config"]["virtual_hosts"]))
         .flat_map(|vh| array(&vh["routes"]))
         .collect();
+    check_no_native_upstream(&clusters, &mut problems);
     for chain in &policy.chains {
         let at = format!("fallback chain {:?}", chain.name);
         let matching: Vec<&Value> =
@@ -66,6 +70,20 @@ pub fn check(policy: &Policy, plugin_config: &Value, envoy: &Value) -> Vec<Strin
         }
     }
     problems
+}
+
+/// Envoy 1.40 accepts the dynamic module in a cluster's `http_filters`, but the native build has no
+/// upstream role (README, "Native build"): it would apply the downstream rules to every attempt.
+fn check_no_native_upstream(clusters: &[&Value], problems: &mut Vec<String>) {
+    for cluster in clusters {
+        let filters = array(&cluster["typed_extension_protocol_options"][HTTP_OPTIONS]["http_filters"]);
+        if filters.into_iter().any(|f| f["name"] == NATIVE_FILTER || f["typed_config"]["@type"] == NATIVE_TYPE) {
+            problems.push(format!(
+                "cluster {:?}: the native build (dynamic module) cannot be an upstream filter yet; use the .wasm with \"role\": \"upstream\" there",
+                cluster["name"].as_str().unwrap_or("?")
+            ));
+        }
+    }
 }
 
 fn check_retries(at: &str, chain: &Chain, retry: &Value, problems: &mut Vec<String>) {
@@ -204,4 +222,23 @@ fn find<'a>(clusters: &[&'a Value], name: &str) -> Option<&'a Value> {
 
 fn array(v: &Value) -> impl Iterator<Item = &Value> {
     v.as_array().into_iter().flatten()
+}
+
+#[cfg(test)]
+mod native_upstream_tests {
+    use super::*;
+
+    #[test]
+    fn the_native_module_as_an_upstream_filter_is_refused() {
+        let envoy: Value = serde_json::json!({"static_resources": {"clusters": [
+            {"name": "plain"},
+            {"name": "chain", "typed_extension_protocol_options": {HTTP_OPTIONS: {"http_filters": [
+                {"name": "envoy.filters.http.dynamic_modules", "typed_config": {"@type": NATIVE_TYPE}},
+                {"name": "envoy.filters.http.upstream_codec"}]}}}
+        ]}});
+        let policy = Policy::from_json(br#"{"providers":[]}"#).expect("valid");
+        let problems = check(&policy, &serde_json::json!({"providers": []}), &envoy);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("cluster \"chain\": the native build"), "{problems:?}");
+    }
 }
