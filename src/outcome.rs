@@ -7,7 +7,7 @@ use crate::counters;
 use crate::decision::{Decision, Headers, Rewrite};
 use crate::policy::Policy;
 use crate::policy::Target;
-use crate::rejection::{ErrorCode, Rejection};
+use crate::rejection::Rejection;
 use crate::request_trailers;
 
 /// Header carrying the rejection's code, for clients and access logs.
@@ -31,6 +31,8 @@ pub trait Host {
     fn send_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &str) -> bool;
     /// Adds `by` to the counter in `slot` ([`counters::names`]).
     fn count(&mut self, slot: usize, by: u64);
+    /// One response header's value (the first, if several); only [`response_started`] reads them.
+    fn response_header(&mut self, name: &str) -> Option<Vec<u8>>;
 }
 
 /// What the glue tells its host after the decision was carried out.
@@ -58,17 +60,11 @@ pub fn carry_out(policy: &Policy, decision: Decision, host: &mut impl Host) -> O
                 && !host.hand_over(handover)
             {
                 let what = "cannot hand the fallback chain's state to the upstream filter";
-                return reject(Some(policy), Rejection::new(ErrorCode::InternalError, what), host);
+                return reject(Some(policy), Rejection::internal(what), host);
             }
             rewrite_headers(&rewrite, host);
             let target = request_trailers::target_of(policy, &rewrite);
-            let provider = match target {
-                Some(Target::Provider(i)) => Some(i),
-                _ => None,
-            };
-            for (slot, by) in counters::forwarded(policy, provider, &rewrite) {
-                host.count(slot, by);
-            }
+            counters::forwarded(policy, target, &rewrite, |slot, by| host.count(slot, by));
             if log::log_enabled!(log::Level::Debug) {
                 log::debug!("{}", rewrite.summary());
             }
@@ -104,6 +100,26 @@ pub fn filter_trailers(policy: &Policy, target: Option<Target>, trailers: &Heade
     }
 }
 
+/// The response to a request forwarded to `target` began. Only a fallback chain's is read (other
+/// requests cost no host call): answered ≥ 500 after Envoy's retries, every provider it was tried on
+/// failed, and the chain counts as exhausted. The upstream role's refusals carry [`ERROR_HEADER`]
+/// and were counted as rejections already.
+pub fn response_started(policy: &Policy, target: Option<Target>, host: &mut impl Host) {
+    let Some(Target::Chain(chain)) = target else { return };
+    let failed = host.response_header(":status").is_some_and(|s| is_server_error(&s));
+    if failed
+        && host.response_header(ERROR_HEADER).is_none()
+        && let Some(slot) = counters::chain_exhausted(policy, chain)
+    {
+        host.count(slot, 1);
+    }
+}
+
+/// A `:status` of 500 or more.
+fn is_server_error(status: &[u8]) -> bool {
+    std::str::from_utf8(status).ok().and_then(|s| s.trim().parse::<u32>().ok()).is_some_and(|s| s >= 500)
+}
+
 /// Removals first (skipping names that are set anyway: the set replaces every value), then sets,
 /// then one route-cache clear if anything changed.
 fn rewrite_headers(rewrite: &Rewrite, host: &mut impl Host) {
@@ -135,6 +151,8 @@ mod tests {
     struct Recorder {
         calls: Vec<String>,
         counts: Vec<(usize, u64)>,
+        /// The response headers [`Host::response_header`] finds.
+        response: Vec<(&'static str, &'static str)>,
     }
 
     impl Host for Recorder {
@@ -163,6 +181,10 @@ mod tests {
         }
         fn count(&mut self, slot: usize, by: u64) {
             self.counts.push((slot, by));
+        }
+        fn response_header(&mut self, name: &str) -> Option<Vec<u8>> {
+            self.calls.push(format!("response_header {name}"));
+            self.response.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_bytes().to_vec())
         }
     }
 
@@ -232,5 +254,55 @@ mod tests {
         let decision = flow::decide_complete(&policy, &h, None::<[&[u8]; 0]>);
         assert_eq!(carry_out(&policy, decision, &mut host), Outcome::Forwarded(None));
         assert!(host.calls.is_empty(), "{:?}", host.calls);
+    }
+
+    fn counted(policy: &Policy, host: &Recorder) -> Vec<String> {
+        let names = counters::names(policy);
+        host.counts.iter().map(|(s, by)| format!("{}+{by}", names[*s])).collect()
+    }
+
+    #[test]
+    fn a_chain_request_counts_as_the_chains_not_as_unrouted() {
+        let policy = &crate::attempt_testkit::chain_policies()[1];
+        let h = headers(&[("content-type", "application/json")]);
+        let body: &[u8] = br#"{"model":"cb"}"#;
+        let mut host = Recorder::default();
+        let outcome = carry_out(policy, flow::decide_complete(policy, &h, Some([body])), &mut host);
+        assert_eq!(outcome, Outcome::Forwarded(Some(Target::Chain(1))));
+        assert!(host.calls[0].starts_with("hand_over "), "the handover first: {:?}", host.calls);
+        assert_eq!(counted(policy, &host), ["llm_header_forward.chain.cb.requests+1"]);
+    }
+
+    #[test]
+    fn a_chain_answered_5xx_without_the_error_header_is_exhausted() {
+        let policy = &crate::attempt_testkit::chain_policies()[1];
+        let chain = Some(Target::Chain(1));
+        let exhausted = |response: Vec<(&'static str, &'static str)>| {
+            let mut host = Recorder { response, ..Recorder::default() };
+            response_started(policy, chain, &mut host);
+            counted(policy, &host)
+        };
+        assert_eq!(exhausted(vec![(":status", "503")]), ["llm_header_forward.chain.cb.exhausted+1"]);
+        assert_eq!(exhausted(vec![(":status", "500")]), ["llm_header_forward.chain.cb.exhausted+1"]);
+        // Refused by the upstream role: a rejection, counted as such already.
+        assert!(exhausted(vec![(":status", "502"), (ERROR_HEADER, "fallback_misconfigured")]).is_empty());
+        assert!(exhausted(vec![(":status", "200")]).is_empty());
+        assert!(exhausted(vec![(":status", "499")]).is_empty());
+        assert!(exhausted(vec![(":status", "5xx")]).is_empty());
+        assert!(exhausted(vec![]).is_empty());
+    }
+
+    #[test]
+    fn only_a_chains_response_is_read() {
+        let policy = &crate::attempt_testkit::chain_policies()[1];
+        for target in [None, Some(Target::Provider(0))] {
+            let mut host = Recorder { response: vec![(":status", "503")], ..Recorder::default() };
+            response_started(policy, target, &mut host);
+            assert!(host.calls.is_empty() && host.counts.is_empty(), "{target:?}: {:?}", host.calls);
+        }
+        // A success is not looked at further.
+        let mut host = Recorder { response: vec![(":status", "200")], ..Recorder::default() };
+        response_started(policy, Some(Target::Chain(0)), &mut host);
+        assert_eq!(host.calls, ["response_header :status"]);
     }
 }

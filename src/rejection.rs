@@ -99,6 +99,11 @@ impl Rejection {
         Rejection { code, message: message.into() }
     }
 
+    /// A failure of the host or the filter itself (500 `internal_error`), not of the request.
+    pub fn internal(what: impl Into<String>) -> Self {
+        Rejection::new(ErrorCode::InternalError, what)
+    }
+
     pub fn status(&self) -> u32 {
         self.code.status()
     }

@@ -56,6 +56,7 @@ struct HttpHeader {
 // `envoy_dynamic_module_type_http_header_type` (a C enum: `int`).
 const REQUEST_HEADER: i32 = 0;
 const REQUEST_TRAILER: i32 = 1;
+const RESPONSE_HEADER: i32 = 2;
 // `envoy_dynamic_module_type_http_body_type`.
 const RECEIVED_REQUEST_BODY: i32 = 0;
 const BUFFERED_REQUEST_BODY: i32 = 1;
@@ -172,7 +173,16 @@ pub enum Body {
 impl Stream<'_> {
     /// Copies the request headers (`trailers`: the request trailers) into `out`.
     pub fn request_headers(&self, trailers: bool, out: &mut Vec<(String, Vec<u8>)>) -> bool {
-        let kind = if trailers { REQUEST_TRAILER } else { REQUEST_HEADER };
+        self.headers(if trailers { REQUEST_TRAILER } else { REQUEST_HEADER }, out)
+    }
+
+    /// Copies the response headers into `out`.
+    pub fn response_headers(&self, out: &mut Vec<(String, Vec<u8>)>) -> bool {
+        self.headers(RESPONSE_HEADER, out)
+    }
+
+    /// Copies the header map `kind` into `out`.
+    fn headers(&self, kind: i32, out: &mut Vec<(String, Vec<u8>)>) -> bool {
         // SAFETY: `ptr` is the stream of the running hook; `views` has exactly the size Envoy
         // reported, so Envoy writes within it.
         let views = unsafe {
@@ -382,7 +392,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter_module: *mu
     let _ = catch_unwind(AssertUnwindSafe(|| drop(instance)));
 }
 
-/// Runs one request hook of the glue with its config, filter state and stream; on a panic, answers
+/// Runs one stream hook of the glue with its config, filter state and stream; on a panic, answers
 /// 500 `internal_error` (unless a reply already went out) and returns `on_panic`.
 fn request_hook<T>(
     filter_envoy: *mut c_void,
@@ -457,17 +467,19 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     }
 }
 
-// The response and the rest: nothing to do. The trailing arguments these hooks receive are not
-// declared; under the System V ABI the caller owns them, so ignoring them is sound.
-
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
-    _filter_envoy: *mut c_void,
-    _filter_module: *mut c_void,
+    filter_envoy: *mut c_void,
+    filter_module: *mut c_void,
     _end_of_stream: bool,
 ) -> i32 {
+    // Response headers status: Continue 0.
+    request_hook(filter_envoy, filter_module, (), |config, filter, stream| filter.on_response_headers(config, stream));
     0
 }
+
+// The rest of the response and of the stream: nothing to do. The trailing arguments these hooks
+// receive are not declared; under the System V ABI the caller owns them, so ignoring them is sound.
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(

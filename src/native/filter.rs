@@ -9,7 +9,7 @@ use super::metrics::Counters;
 use crate::flow::{self, AfterHeaders, BodyRead};
 use crate::outcome::{self, Host, Outcome};
 use crate::policy::{Policy, Target};
-use crate::rejection::{ErrorCode, Rejection};
+use crate::rejection::Rejection;
 
 /// `response_code_details` of our local replies (Envoy's access logs show it).
 const REPLY_DETAILS: &str = "llm_header_forward_rejected";
@@ -109,10 +109,14 @@ impl Host for Native<'_, '_> {
     fn count(&mut self, slot: usize, by: u64) {
         self.counters.add(self.stream, slot, by);
     }
-}
 
-fn internal(what: &str) -> Rejection {
-    Rejection::new(ErrorCode::InternalError, what.to_string())
+    fn response_header(&mut self, name: &str) -> Option<Vec<u8>> {
+        let mut headers = Vec::new();
+        if !self.stream.response_headers(&mut headers) {
+            return None;
+        }
+        headers.into_iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
 }
 
 impl Filter {
@@ -125,7 +129,7 @@ impl Filter {
         outcome::request_seen(&mut self.host(config, stream));
         let mut headers = std::mem::take(&mut self.headers);
         if !stream.request_headers(false, &mut headers) {
-            return self.reject(config, stream, internal("cannot read the request headers"));
+            return self.reject(config, stream, Rejection::internal("cannot read the request headers"));
         }
         #[cfg(feature = "native-panic-test")]
         panic_on_request(&headers, b"headers");
@@ -189,10 +193,16 @@ impl Filter {
         let Some(target) = self.forwarded else { return HeadersStatus::Continue };
         let mut trailers = Vec::new();
         if !stream.request_headers(true, &mut trailers) {
-            return self.reject(config, stream, internal("cannot read the request trailers"));
+            return self.reject(config, stream, Rejection::internal("cannot read the request trailers"));
         }
         outcome::filter_trailers(&config.policy, target, &trailers, &mut self.host(config, stream));
         HeadersStatus::Continue
+    }
+
+    pub fn on_response_headers(&mut self, config: &Config, stream: &mut Stream) {
+        if let Some(target) = self.forwarded {
+            outcome::response_started(&config.policy, target, &mut self.host(config, stream));
+        }
     }
 
     /// A hook panicked: answer 500 `internal_error` unless a reply already went out.
@@ -200,7 +210,7 @@ impl Filter {
         log::error!("the native filter panicked: answering 500 internal_error");
         self.body = None;
         if !self.replied {
-            self.reject(config, stream, internal("internal error in the filter"));
+            self.reject(config, stream, Rejection::internal("internal error in the filter"));
         }
     }
 
@@ -211,7 +221,7 @@ impl Filter {
         let mut offset = 0usize;
         for &part in parts {
             let Some(slices) = stream.request_body(part) else {
-                return Some(internal("cannot read the request body"));
+                return Some(Rejection::internal("cannot read the request body"));
             };
             for slice in slices {
                 let end = offset + slice.len();
@@ -232,7 +242,7 @@ impl Filter {
         // The headers are read again now rather than kept while the body arrives.
         let mut headers = std::mem::take(&mut self.headers);
         if !stream.request_headers(false, &mut headers) {
-            return self.reject(config, stream, internal("cannot read the request headers"));
+            return self.reject(config, stream, Rejection::internal("cannot read the request headers"));
         }
         let decision = read.on_end(&config.policy, &headers);
         let status = self.carry_out(config, stream, decision);

@@ -1,13 +1,13 @@
-//! The proxy-wasm glue: reads what the host has, hands it to [`crate::flow`], and applies the
-//! [`Decision`]. No rule lives here.
+//! The proxy-wasm glue: reads what the host has, hands it to [`crate::flow`], and carries out the
+//! [`Decision`] through [`crate::outcome`], like the native glue. No rule lives here.
 
 use crate::config::Role;
-use crate::decision::{Decision, Rewrite};
+use crate::decision::Decision;
 use crate::flow::{self, AfterHeaders, BodyRead};
 use crate::handover::HANDOVER_KEY;
+use crate::outcome::{self, Host, Outcome};
 use crate::policy::{Policy, Target};
-use crate::rejection::{ErrorCode, Rejection};
-use crate::request_trailers;
+use crate::rejection::Rejection;
 use crate::wasm::metrics::Metrics;
 use crate::wasm::upstream::Upstream;
 use proxy_wasm::hostcalls;
@@ -107,25 +107,89 @@ enum Stage {
     Done,
 }
 
+/// Envoy, through proxy-wasm, as the core's [`Host`]. Counters go to the VM's batch
+/// ([`Metrics`]); a host without a timer gets them when this is dropped, at the end of each step.
+pub(super) struct Wasm<'m> {
+    metrics: Option<&'m Metrics>,
+}
+
+impl<'m> Wasm<'m> {
+    pub(super) fn new(ready: Option<&'m (Policy, Metrics)>) -> Wasm<'m> {
+        Wasm { metrics: ready.map(|r| &r.1) }
+    }
+}
+
+impl Drop for Wasm<'_> {
+    fn drop(&mut self) {
+        if let Some(metrics) = self.metrics {
+            metrics.request_done();
+        }
+    }
+}
+
+impl Host for Wasm<'_> {
+    fn remove_header(&mut self, name: &str) -> bool {
+        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_ok()
+    }
+
+    fn remove_trailer(&mut self, name: &str) -> bool {
+        hostcalls::remove_map_value(MapType::HttpRequestTrailers, name).is_ok()
+    }
+
+    fn set_header(&mut self, name: &str, value: &str) -> bool {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)).is_ok()
+    }
+
+    fn hand_over(&mut self, handover: &[u8]) -> bool {
+        hostcalls::set_property(vec![HANDOVER_KEY], Some(handover)).is_ok()
+    }
+
+    fn clear_route_cache(&mut self) {
+        // Hosts without this function still get the rewritten headers, so an error is only logged.
+        if let Err(e) = hostcalls::call_foreign_function("clear_route_cache", None) {
+            log::debug!("clear_route_cache unavailable: {e:?}");
+        }
+    }
+
+    fn send_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &str) -> bool {
+        hostcalls::send_http_response(status, headers.to_vec(), Some(body.as_bytes())).is_ok()
+    }
+
+    fn count(&mut self, slot: usize, by: u64) {
+        if let Some(metrics) = self.metrics {
+            metrics.add(slot, by);
+        }
+    }
+
+    fn response_header(&mut self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok().flatten()
+    }
+}
+
+/// Answers with `rejection` (counted when the filter is configured); the request goes no further.
+pub(super) fn reject(ready: Option<&(Policy, Metrics)>, rejection: Rejection) -> Action {
+    outcome::reject(ready.map(|r| &r.0), rejection, &mut Wasm::new(ready));
+    Action::Pause
+}
+
 impl Context for Filter {}
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(ready) = self.ready.clone() else {
             self.stage = Stage::Done;
-            return reject(None, internal("the filter is not configured"));
+            return reject(None, Rejection::internal("the filter is not configured"));
         };
-        let (policy, metrics) = (&ready.0, &ready.1);
-        metrics.request();
+        outcome::request_seen(&mut Wasm::new(Some(&ready)));
         let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(h) => h,
             Err(_) => {
                 self.stage = Stage::Done;
-                return reject(Some(metrics), internal("cannot read the request headers"));
+                return reject(Some(&ready), Rejection::internal("cannot read the request headers"));
             }
         };
-        match flow::on_request_headers(policy, &headers, end_of_stream) {
-            AfterHeaders::Decided(decision) => self.apply(policy, metrics, decision),
+        match flow::on_request_headers(&ready.0, &headers, end_of_stream) {
+            AfterHeaders::Decided(decision) => self.carry_out(&ready, decision),
             AfterHeaders::ReadBody(read) => {
                 self.stage = Stage::Body(read);
                 Action::Pause
@@ -137,7 +201,6 @@ impl HttpContext for Filter {
         let (Some(ready), Stage::Body(read)) = (self.ready.clone(), &mut self.stage) else {
             return Action::Continue;
         };
-        let (policy, metrics) = (&ready.0, &ready.1);
         // Envoy buffers the body while we pause; `body_size` is all of it so far, and one call may
         // bring a megabyte. Copy only the bytes not seen yet, a bounded piece at a time, so the VM
         // never holds more than `READ_PIECE` bytes of body (its memory never shrinks).
@@ -149,41 +212,32 @@ impl HttpContext for Filter {
                 Ok(_) => break,
                 Err(_) => {
                     self.stage = Stage::Done;
-                    return reject(Some(metrics), internal("cannot read the request body"));
+                    return reject(Some(&ready), Rejection::internal("cannot read the request body"));
                 }
             };
-            if let Some(rejection) = read.on_chunk(policy, &piece) {
+            if let Some(rejection) = read.on_chunk(&ready.0, &piece) {
                 self.stage = Stage::Done;
-                return reject(Some(metrics), rejection);
+                return reject(Some(&ready), rejection);
             }
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        self.finish_body(policy, metrics)
+        self.finish_body(&ready)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        // A chain request answered 5xx after Envoy's retries: every provider it tried failed
-        // (refusals of the upstream role, marked by the error header, are counted as rejections).
-        if let (Stage::Forwarded(Some(Target::Chain(chain))), Some(ready)) = (&self.stage, self.ready.as_ref()) {
-            let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status").ok().flatten();
-            let refused =
-                hostcalls::get_map_value(MapType::HttpResponseHeaders, "x-llm-header-forward-error").ok().flatten();
-            if refused.is_none() && status.and_then(|s| s.parse::<u32>().ok()).is_some_and(|s| s >= 500) {
-                ready.1.chain_exhausted(*chain);
-                ready.1.request_done();
-            }
+        if let (Stage::Forwarded(target), Some(ready)) = (&self.stage, self.ready.as_deref()) {
+            outcome::response_started(&ready.0, *target, &mut Wasm::new(Some(ready)));
         }
         Action::Continue
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         let Some(ready) = self.ready.clone() else { return Action::Continue };
-        let (policy, metrics) = (&ready.0, &ready.1);
         if matches!(self.stage, Stage::Body(_)) {
             // Trailers end the body: decide first, then judge the trailers for that provider.
-            let action = self.finish_body(policy, metrics);
+            let action = self.finish_body(&ready);
             if !matches!(self.stage, Stage::Forwarded(_)) {
                 return action;
             }
@@ -193,113 +247,37 @@ impl HttpContext for Filter {
             Ok(t) => t,
             Err(_) => {
                 self.stage = Stage::Done;
-                return reject(Some(metrics), internal("cannot read the request trailers"));
+                return reject(Some(&ready), Rejection::internal("cannot read the request trailers"));
             }
         };
-        let removals = request_trailers::removals(policy, target, &trailers);
-        for removal in &removals {
-            if hostcalls::remove_map_value(MapType::HttpRequestTrailers, &removal.name).is_err() {
-                log::warn!("could not remove trailer {:?}", removal.name);
-            }
-        }
-        if !removals.is_empty() && log::log_enabled!(log::Level::Debug) {
-            let names: Vec<String> = removals.iter().map(|r| format!("-{:?}({})", r.name, r.rule)).collect();
-            log::debug!("trailers: {}", names.join(" "));
-        }
+        outcome::filter_trailers(&ready.0, target, &trailers, &mut Wasm::new(Some(&ready)));
         Action::Continue
     }
 }
 
 impl Filter {
-    fn finish_body(&mut self, policy: &Policy, metrics: &Metrics) -> Action {
+    fn finish_body(&mut self, ready: &(Policy, Metrics)) -> Action {
         let Stage::Body(read) = std::mem::replace(&mut self.stage, Stage::Done) else { return Action::Continue };
         // Read again from Envoy (see `Stage`): the request is still paused, so they are unchanged.
         let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(h) => h,
-            Err(_) => return reject(Some(metrics), internal("cannot read the request headers")),
+            Err(_) => return reject(Some(ready), Rejection::internal("cannot read the request headers")),
         };
-        let decision = read.on_end(policy, &headers);
+        let decision = read.on_end(&ready.0, &headers);
         drop(headers);
-        self.apply(policy, metrics, decision)
+        self.carry_out(ready, decision)
     }
 
-    fn apply(&mut self, policy: &Policy, metrics: &Metrics, decision: Decision) -> Action {
-        match decision {
-            Decision::Reject(rejection) => {
-                self.stage = Stage::Done;
-                reject(Some(metrics), rejection)
-            }
-            Decision::Forward(rewrite) => {
-                // A chain request: the upstream role reads what the attempts need from filter
-                // state (never a header: the header map is shared by every attempt). Without it
-                // every attempt would be refused, so fail now.
-                if let Some(handover) = &rewrite.handover
-                    && hostcalls::set_property(vec![HANDOVER_KEY], Some(handover)).is_err()
-                {
-                    self.stage = Stage::Done;
-                    return reject(
-                        Some(metrics),
-                        internal("cannot hand the fallback chain's state to the upstream filter"),
-                    );
-                }
-                rewrite_headers(&rewrite);
-                let target = request_trailers::target_of(policy, &rewrite);
-                let provider = match target {
-                    Some(Target::Provider(i)) => Some(i),
-                    _ => None,
-                };
-                metrics.forwarded(provider, &rewrite);
-                if let Some(Target::Chain(chain)) = target {
-                    metrics.chain_request(chain);
-                }
-                metrics.request_done();
-                if log::log_enabled!(log::Level::Debug) {
-                    log::debug!("{}", rewrite.summary());
-                }
+    fn carry_out(&mut self, ready: &(Policy, Metrics), decision: Decision) -> Action {
+        match outcome::carry_out(&ready.0, decision, &mut Wasm::new(Some(ready))) {
+            Outcome::Forwarded(target) => {
                 self.stage = Stage::Forwarded(target);
                 Action::Continue
             }
+            Outcome::Replied => {
+                self.stage = Stage::Done;
+                Action::Pause
+            }
         }
     }
-}
-
-pub(super) fn internal(what: &str) -> Rejection {
-    Rejection::new(ErrorCode::InternalError, what.to_string())
-}
-
-fn rewrite_headers(rewrite: &Rewrite) {
-    for removal in &rewrite.remove {
-        if rewrite.set.iter().any(|a| a.name == removal.name) {
-            continue; // the set below replaces every value of this header
-        }
-        if hostcalls::remove_map_value(MapType::HttpRequestHeaders, &removal.name).is_err() {
-            log::warn!("could not remove header {:?}", removal.name);
-        }
-    }
-    for set in &rewrite.set {
-        if hostcalls::set_map_value(MapType::HttpRequestHeaders, &set.name, Some(&set.value)).is_err() {
-            log::warn!("could not set header {:?}", set.name);
-        }
-    }
-    if !rewrite.remove.is_empty() || !rewrite.set.is_empty() {
-        // Routes were matched on the old headers; let Envoy match again. Hosts without this
-        // function still get the rewritten headers, so an error is only logged.
-        if let Err(e) = hostcalls::call_foreign_function("clear_route_cache", None) {
-            log::debug!("clear_route_cache unavailable: {e:?}");
-        }
-    }
-}
-
-pub(super) fn reject(metrics: Option<&Metrics>, rejection: Rejection) -> Action {
-    if let Some(m) = metrics {
-        m.rejected(rejection.code);
-        m.request_done();
-    }
-    log::debug!("rejected with {} ({}): {}", rejection.status(), rejection.code.as_str(), rejection.message);
-    let body = rejection.body();
-    let headers = vec![("content-type", "application/json"), ("x-llm-header-forward-error", rejection.code.as_str())];
-    if hostcalls::send_http_response(rejection.status(), headers, Some(body.as_bytes())).is_err() {
-        log::error!("could not send the {} reply", rejection.code.as_str());
-    }
-    Action::Pause
 }

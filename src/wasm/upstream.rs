@@ -3,10 +3,12 @@
 //! attempts' record from Envoy, hands them to [`crate::attempt::decide_attempt`], and applies the
 //! plan to the shared header map (and the model splice to the body). No rule lives here.
 
-use super::filter::{internal, reject};
+use super::filter::{Wasm, reject};
 use crate::attempt::{Attempt, AttemptPlan, decide_attempt};
+use crate::counters;
 use crate::handover::{ATTEMPTS_KEY, HANDOVER_KEY, decode_names, encode_names};
 use crate::model_rewrite::ModelRewrite;
+use crate::outcome::Host;
 use crate::policy::Policy;
 use crate::rejection::{ErrorCode, Rejection};
 use crate::wasm::metrics::Metrics;
@@ -35,12 +37,12 @@ impl Context for Upstream {}
 impl HttpContext for Upstream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(ready) = self.ready.clone() else {
-            return reject(None, internal("the filter is not configured"));
+            return reject(None, Rejection::internal("the filter is not configured"));
         };
-        let (policy, metrics) = (&ready.0, &ready.1);
+        let policy = &ready.0;
         let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(h) => h,
-            Err(_) => return reject(Some(metrics), internal("cannot read the request headers")),
+            Err(_) => return reject(Some(&ready), Rejection::internal("cannot read the request headers")),
         };
         let handover = hostcalls::get_property(vec![HANDOVER_KEY]).ok().flatten();
         let endpoint = hostcalls::get_property(ENDPOINT_PROVIDER.to_vec()).ok().flatten();
@@ -53,11 +55,12 @@ impl HttpContext for Upstream {
             Attempt::Untouched => Action::Continue,
             Attempt::Refuse(rejection) => {
                 log::warn!("fallback attempt refused: {}", rejection.message);
-                reject(Some(metrics), rejection)
+                reject(Some(&ready), rejection)
             }
             Attempt::Apply(plan) => {
-                metrics.chain_attempt(plan.chain_index, plan.attempt_index);
-                metrics.request_done();
+                if let Some(slot) = counters::chain_attempt(policy, plan.chain_index, plan.attempt_index) {
+                    Wasm::new(Some(&ready)).count(slot, 1);
+                }
                 if log::log_enabled!(log::Level::Debug) {
                     log::debug!("{}", plan.summary());
                 }
@@ -88,7 +91,7 @@ impl HttpContext for Upstream {
             ) {
                 Ok(Some(piece)) if !piece.is_empty() => piece,
                 Ok(_) => break,
-                Err(_) => return self.fail(internal("cannot read the request body")),
+                Err(_) => return self.fail(Rejection::internal("cannot read the request body")),
             };
             self.read += piece.len();
             rewrite.feed(&piece);
@@ -101,12 +104,12 @@ impl HttpContext for Upstream {
                 .fail(Rejection::new(ErrorCode::FallbackMisconfigured, "The request body has no model to replace"));
         };
         if hostcalls::set_buffer(BufferType::HttpRequestBody, 0, splice.drain, &splice.replacement).is_err() {
-            return self.fail(internal("cannot rewrite the request body"));
+            return self.fail(Rejection::internal("cannot rewrite the request body"));
         }
         if self.has_content_length {
             let length = splice.new_length(body_size).to_string();
             if hostcalls::set_map_value(MapType::HttpRequestHeaders, "content-length", Some(&length)).is_err() {
-                return self.fail(internal("cannot set content-length"));
+                return self.fail(Rejection::internal("cannot set content-length"));
             }
         }
         Action::Continue
@@ -116,8 +119,7 @@ impl HttpContext for Upstream {
 impl Upstream {
     fn fail(&mut self, rejection: Rejection) -> Action {
         self.model = None;
-        let metrics = self.ready.clone();
-        reject(metrics.as_ref().map(|r| &r.1), rejection)
+        reject(self.ready.as_deref(), rejection)
     }
 }
 

@@ -4,8 +4,9 @@ import json
 import time
 
 import httpx
+import pytest
 
-from harness import Gateway, run_envoy_expecting_failure, shipped_plugin_config, upstream
+from harness import BUILDS, Gateway, run_envoy_expecting_failure, shipped_plugin_config, upstream
 
 
 def test_envoy_refuses_a_bad_plugin_config_and_names_every_problem(backends):
@@ -59,6 +60,26 @@ def test_counters_in_stats_and_prometheus(backends):
         assert 'reason="not_allowed"' in prom
     finally:
         gw.stop()
+
+
+@pytest.mark.native_only("it starts both builds itself, so it runs once")
+def test_both_builds_expose_the_same_metric_names(backends):
+    """Both glues define their counters from one list (`src/counters.rs`); before that, the native
+    build lacked the fallback chains' counters."""
+    names = {}
+    for build in BUILDS:
+        gw = Gateway(backends, build=build)
+        try:
+            mine = gw.stat_prefix + "llm_header_forward."
+            names[build] = {n.removeprefix(gw.stat_prefix) for n in gw.stats() if n.startswith(mine)}
+        finally:
+            gw.stop()
+    wasm_vm_only = {"llm_header_forward.vm_memory_bytes"}  # the wasm VMs' linear memory
+    assert wasm_vm_only <= names["wasm"]
+    assert names["wasm"] - wasm_vm_only == names["native"]
+    for name in ["requests", "provider.vllm.requests", "rejected.model_not_found", "chain.llama-ha.exhausted",
+                 "chain.llama-ha.attempts.openai"]:
+        assert "llm_header_forward." + name in names["native"], name
 
 
 def test_logs_name_headers_but_never_values(gateway):
