@@ -144,6 +144,25 @@ impl Policy {
         }
     }
 
+    /// The plugin configuration a host hands over, as both glues load it: logs what it configured,
+    /// or every problem at once (`None`: the host refuses to start the filter).
+    pub fn load(bytes: &[u8]) -> Option<Policy> {
+        match Policy::from_json(bytes) {
+            Ok(policy) => {
+                log::info!(
+                    "configured {} provider(s): {}",
+                    policy.providers.len(),
+                    policy.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                Some(policy)
+            }
+            Err(errors) => {
+                log::error!("invalid plugin configuration, refusing to start: {errors}");
+                None
+            }
+        }
+    }
+
     /// The provider that serves `model`: an exact name anywhere beats any pattern; among patterns
     /// the first provider (in configuration order) wins. `None` when nothing matches.
     pub fn provider_for_model(&self, model: &str) -> Option<usize> {

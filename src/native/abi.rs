@@ -349,13 +349,13 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config_envoy: *mut c_void,
-    name: EnvoyBuffer,
+    _name: EnvoyBuffer,
     config: EnvoyBuffer,
 ) -> *const c_void {
-    // SAFETY: Envoy passes views valid for the duration of this call; they are only read inside it.
-    let (name, json) = unsafe { (bytes(name.ptr, name.length), bytes(config.ptr, config.length)) };
+    // SAFETY: Envoy passes the view valid for the duration of this call; it is only read inside it.
+    let json = unsafe { bytes(config.ptr, config.length) };
     let mut handle = ConfigHandle { ptr: config_envoy, _call: PhantomData };
-    match catch_unwind(AssertUnwindSafe(|| Config::new(&mut handle, name, json))) {
+    match catch_unwind(AssertUnwindSafe(|| Config::new(&mut handle, json))) {
         Ok(Some(config)) => Box::into_raw(Box::new(config)).cast_const().cast(),
         // NULL: Envoy refuses the filter configuration (the problems were logged).
         _ => std::ptr::null(),

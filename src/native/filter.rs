@@ -23,23 +23,10 @@ pub struct Config {
 impl Config {
     /// `filter_config` is the plugin configuration JSON (SPEC §2); every problem is logged at once
     /// and `None` refuses the filter.
-    pub fn new(envoy: &mut ConfigHandle, name: &[u8], json: &[u8]) -> Option<Config> {
-        match Policy::from_json(json) {
-            Ok(policy) => {
-                log::info!(
-                    "configured {} ({} provider(s): {})",
-                    String::from_utf8_lossy(name),
-                    policy.providers.len(),
-                    policy.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-                );
-                let counters = Counters::define(envoy, &policy);
-                Some(Config { policy, counters })
-            }
-            Err(errors) => {
-                log::error!("invalid plugin configuration, refusing to start: {errors}");
-                None
-            }
-        }
+    pub fn new(envoy: &mut ConfigHandle, json: &[u8]) -> Option<Config> {
+        let policy = Policy::load(json)?;
+        let counters = Counters::define(envoy, &policy);
+        Some(Config { policy, counters })
     }
 }
 

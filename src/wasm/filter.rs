@@ -36,25 +36,13 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match Policy::from_json(&config) {
-            Ok(policy) => {
-                log::info!(
-                    "configured {} provider(s): {}",
-                    policy.providers.len(),
-                    policy.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-                );
-                let metrics = Metrics::define(&policy);
-                if hostcalls::set_tick_period(crate::wasm::metrics::FLUSH_PERIOD).is_err() {
-                    metrics.without_timer();
-                }
-                self.ready = Some(Rc::new((policy, metrics)));
-                true
-            }
-            Err(errors) => {
-                log::error!("invalid plugin configuration, refusing to start: {errors}");
-                false
-            }
+        let Some(policy) = Policy::load(&config) else { return false };
+        let metrics = Metrics::define(&policy);
+        if hostcalls::set_tick_period(crate::wasm::metrics::FLUSH_PERIOD).is_err() {
+            metrics.without_timer();
         }
+        self.ready = Some(Rc::new((policy, metrics)));
+        true
     }
 
     fn on_tick(&mut self) {
