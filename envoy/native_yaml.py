@@ -38,17 +38,30 @@ FILTER = """\
 {i}      value: |
 """
 
+UPSTREAM_FILTER = """\
+{i}- name: envoy.filters.http.dynamic_modules
+{i}  typed_config:
+{i}    "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+{i}    # The same .so as the listener's: the upstream role of fallback chains, once per attempt
+{i}    # (it holds an attempt that rewrites the model until that part of the body is rewritten).
+{i}    dynamic_module_config:
+{i}      module:
+{i}        local:
+{i}          filename: target/release/libllm_header_forward.so
+{i}    filter_name: llm_header_forward
+{i}    filter_config:
+{i}      "@type": type.googleapis.com/google.protobuf.StringValue
+{i}      value: |
+"""
+
 
 def indent_of(line):
     return len(line) - len(line.lstrip(" "))
 
 
-def generate(text):
-    lines = text.splitlines(keepends=True)
-    # The file's own header comment is replaced; everything from the first key on is kept.
-    first = next(n for n, l in enumerate(lines) if l.strip() and not l.lstrip().startswith("#"))
-    lines = lines[first:]
-    start = next(n for n, l in enumerate(lines) if l.strip() == "- name: envoy.filters.http.wasm")
+def convert(lines, start, template):
+    """Replaces the wasm filter entry starting at `start` with `template` around the same plugin
+    configuration; returns the new lines and the index after the replacement."""
     item = indent_of(lines[start])
     end = next(n for n in range(start + 1, len(lines))
                if lines[n].strip() and indent_of(lines[n]) <= item)
@@ -58,10 +71,27 @@ def generate(text):
     shift = min(indent_of(l) for l in plugin if l.strip())
     plugin = ["" if not l.strip() else " " * (item + 8) + l[shift:] for l in plugin]
     plugin = [l if l.endswith("\n") or not l else l + "\n" for l in plugin]
-    new = FILTER.format(i=" " * item) + "".join(l or "\n" for l in plugin)
-    out = "".join(lines[:start]) + new + "".join(lines[end:])
+    new = (template.format(i=" " * item) + "".join(l or "\n" for l in plugin)).splitlines(keepends=True)
+    return lines[:start] + new + lines[end:], start + len(new)
+
+
+def generate(text):
+    lines = text.splitlines(keepends=True)
+    # The file's own header comment is replaced; everything from the first key on is kept.
+    first = next(n for n, l in enumerate(lines) if l.strip() and not l.lstrip().startswith("#"))
+    lines = lines[first:]
+    # Every wasm filter: the listener's (downstream role) and each chain cluster's (upstream role).
+    at = 0
+    while True:
+        start = next((n for n in range(at, len(lines)) if lines[n].strip() == "- name: envoy.filters.http.wasm"), None)
+        if start is None:
+            break
+        upstream = any('"role": "upstream"' in l for l in lines[start:start + 40])
+        lines, at = convert(lines, start, UPSTREAM_FILTER if upstream else FILTER)
+    out = "".join(lines)
     out = out.replace("regex: '^wasmcustom\\.", "regex: '^dynamicmodulescustom\\.")
     out = out.replace("-> wasm filter ->", "-> native filter ->")
+    out = out.replace("has no wasm filter", "has no native filter")
     return HEADER + out
 
 

@@ -32,6 +32,9 @@ pub struct AttemptPlan<'p> {
     pub set: Vec<(String, Vec<u8>)>,
     /// Replaces the body's top-level `model` ([`crate::model_rewrite`]); `content-length` follows.
     pub model: Option<&'p str>,
+    /// With `model`: the client's `content-length` (the body every attempt is sent is the
+    /// original; the shared map may hold an earlier attempt's rewritten length).
+    pub original_length: Option<usize>,
 }
 
 impl AttemptPlan<'_> {
@@ -103,6 +106,9 @@ pub fn decide_attempt<'p>(
         });
         return if names_chain { refuse("The fallback chain's request state is missing") } else { Attempt::Untouched };
     };
+    if !earlier.is_empty() && log::log_enabled!(log::Level::Debug) {
+        log::debug!("earlier attempts set {earlier:?}");
+    }
     let Some(handover) = Handover::decode(raw) else {
         return refuse("The fallback chain's request state is unreadable");
     };
@@ -181,6 +187,10 @@ fn plan<'p>(
         .collect();
     set.extend(mine.set.iter().map(|a| (a.name.to_string(), a.value.as_bytes().to_vec())));
     let model = attempt.model.as_deref();
+    let original_length = model
+        .and(handover.content_length.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse().ok());
     if model.is_none()
         && let Some(length) = &handover.content_length
     {
@@ -195,6 +205,7 @@ fn plan<'p>(
         remove,
         set,
         model,
+        original_length,
     }))
 }
 

@@ -9,8 +9,11 @@
 //!   clusters of an aggregate never run), or with a configuration that is not the listener's plus
 //!   `"role": "upstream"`;
 //! - an endpoint of the chain's clusters without `filter_metadata.llm_header_forward.provider`,
-//!   or naming a provider outside the chain, and attempts no endpoint serves;
-//! - the native build (dynamic module) in any cluster's `http_filters`: it has no upstream role.
+//!   or naming a provider outside the chain, and attempts no endpoint serves.
+//!
+//! Both builds are recognised, in listeners and clusters alike: the wasm filter
+//! (`envoy.filters.http.wasm`, configuration in `config.configuration`) and the native dynamic module
+//! (`envoy.filters.http.dynamic_modules`, configuration in `filter_config`).
 //!
 //! Static resources only (what a YAML file holds); works on the document as JSON values.
 
@@ -20,15 +23,14 @@ use serde_json::Value;
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const PREVIOUS_PRIORITIES: &str = "envoy.retry_priorities.previous_priorities";
 const NATIVE_FILTER: &str = "envoy.filters.http.dynamic_modules";
-const NATIVE_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
 const RETRY_ON: [&str; 4] = ["5xx", "reset", "connect-failure", "refused-stream"];
 
-/// The downstream wasm filters' plugin configurations (JSON text) in an Envoy document.
+/// The downstream filters' plugin configurations (JSON text) in an Envoy document, either build.
 pub fn listener_plugin_configs(envoy: &Value) -> Vec<String> {
     let mut out = Vec::new();
     for hcm in connection_managers(envoy) {
         for f in array(&hcm["http_filters"]) {
-            if let Some(text) = wasm_configuration(f) {
+            if let Some(text) = plugin_configuration(f) {
                 out.push(text);
             }
         }
@@ -44,7 +46,6 @@ pub fn check(policy: &Policy, plugin_config: &Value, envoy: &Value) -> Vec<Strin
         .flat_map(|hcm| array(&hcm["route_config"]["virtual_hosts"]))
         .flat_map(|vh| array(&vh["routes"]))
         .collect();
-    check_no_native_upstream(&clusters, &mut problems);
     for chain in &policy.chains {
         let at = format!("fallback chain {:?}", chain.name);
         let matching: Vec<&Value> =
@@ -70,20 +71,6 @@ pub fn check(policy: &Policy, plugin_config: &Value, envoy: &Value) -> Vec<Strin
         }
     }
     problems
-}
-
-/// Envoy 1.40 accepts the dynamic module in a cluster's `http_filters`, but the native build has no
-/// upstream role (README, "Native build"): it would apply the downstream rules to every attempt.
-fn check_no_native_upstream(clusters: &[&Value], problems: &mut Vec<String>) {
-    for cluster in clusters {
-        let filters = array(&cluster["typed_extension_protocol_options"][HTTP_OPTIONS]["http_filters"]);
-        if filters.into_iter().any(|f| f["name"] == NATIVE_FILTER || f["typed_config"]["@type"] == NATIVE_TYPE) {
-            problems.push(format!(
-                "cluster {:?}: the native build (dynamic module) cannot be an upstream filter yet; use the .wasm with \"role\": \"upstream\" there",
-                cluster["name"].as_str().unwrap_or("?")
-            ));
-        }
-    }
 }
 
 fn check_retries(at: &str, chain: &Chain, retry: &Value, problems: &mut Vec<String>) {
@@ -114,13 +101,13 @@ fn check_upstream_role(at: &str, name: &str, cluster: &Value, plugin_config: &Va
     let filters: Vec<&Value> =
         array(&cluster["typed_extension_protocol_options"][HTTP_OPTIONS]["http_filters"]).collect();
     let role = filters.iter().position(|f| {
-        wasm_configuration(f)
+        plugin_configuration(f)
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .is_some_and(|c| c["role"] == "upstream")
     });
     let Some(i) = role else {
         problems.push(format!(
-            "{at}: cluster {name:?} has no wasm filter with \"role\": \"upstream\" in {HTTP_OPTIONS}.http_filters \
+            "{at}: cluster {name:?} has no llm-header-forward filter (wasm or native) with \"role\": \"upstream\" in {HTTP_OPTIONS}.http_filters \
              (filters on the member clusters of an aggregate never run): every attempt would carry the first one's headers"
         ));
         return;
@@ -132,7 +119,7 @@ fn check_upstream_role(at: &str, name: &str, cluster: &Value, plugin_config: &Va
         ));
     }
     let config =
-        filters.get(i).and_then(|f| wasm_configuration(f)).and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        filters.get(i).and_then(|f| plugin_configuration(f)).and_then(|t| serde_json::from_str::<Value>(&t).ok());
     if let (Some(Value::Object(mut upstream)), Value::Object(listener)) = (config, plugin_config) {
         upstream.remove("role");
         let mut listener = listener.clone();
@@ -202,11 +189,15 @@ fn connection_managers(envoy: &Value) -> impl Iterator<Item = &Value> {
         .map(|f| &f["typed_config"])
 }
 
-fn wasm_configuration(filter: &Value) -> Option<String> {
-    if filter["name"] != "envoy.filters.http.wasm" {
-        return None;
-    }
-    filter["typed_config"]["config"]["configuration"]["value"].as_str().map(str::to_string)
+/// The plugin configuration JSON text of a filter entry: the wasm filter's `configuration` or the
+/// dynamic module's `filter_config` (a `StringValue`, or a plain string).
+fn plugin_configuration(filter: &Value) -> Option<String> {
+    let config = match filter["name"].as_str() {
+        Some("envoy.filters.http.wasm") => &filter["typed_config"]["config"]["configuration"],
+        Some(NATIVE_FILTER) => &filter["typed_config"]["filter_config"],
+        _ => return None,
+    };
+    config["value"].as_str().or(config.as_str()).map(str::to_string)
 }
 
 fn matches_header(route: &Value, header: &str, value: &str) -> bool {
@@ -228,17 +219,66 @@ fn array(v: &Value) -> impl Iterator<Item = &Value> {
 mod native_upstream_tests {
     use super::*;
 
+    const CONFIG: &str = r#"{"providers":[{"name":"vllm","models":["llama-*"]},{"name":"openai","models":["gpt-*"]}],
+        "fallbacks":[{"name":"ha","models":["m"],"attempts":[{"provider":"vllm"},{"provider":"openai"}]}]}"#;
+
+    fn native(config: &str) -> Value {
+        serde_json::json!({"name": NATIVE_FILTER, "typed_config": {
+            "filter_name": "llm_header_forward",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config}}})
+    }
+
+    /// The shipped wiring of a chain, with `filters` in the chain cluster's `http_filters`.
+    fn envoy(filters: Value) -> Value {
+        let endpoint = |p: &str| {
+            serde_json::json!({"lb_endpoints": [{"endpoint": {},
+            "metadata": {"filter_metadata": {"llm_header_forward": {"provider": p}}}}]})
+        };
+        serde_json::json!({"static_resources": {
+            "listeners": [{"filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {"http_filters": [native(CONFIG)], "route_config": {"virtual_hosts": [{"routes": [
+                    {"match": {"headers": [{"name": "x-llm-provider", "string_match": {"exact": "ha"}}]},
+                     "route": {"cluster": "ha", "retry_policy": {"num_retries": 1,
+                        "retry_on": "5xx,reset,connect-failure,refused-stream",
+                        "retry_priority": {"name": PREVIOUS_PRIORITIES}}}}]}]}}}]}]}],
+            "clusters": [
+                {"name": "vllm", "load_assignment": {"endpoints": [endpoint("vllm")]}},
+                {"name": "openai", "load_assignment": {"endpoints": [endpoint("openai")]}},
+                {"name": "ha", "cluster_type": {"name": "envoy.clusters.aggregate",
+                    "typed_config": {"clusters": ["vllm", "openai"]}},
+                 "typed_extension_protocol_options": {HTTP_OPTIONS: {"http_filters": filters}}}]}})
+    }
+
+    fn problems(envoy: &Value) -> Vec<String> {
+        let text = listener_plugin_configs(envoy).into_iter().next().expect("the native listener filter is found");
+        let policy = Policy::from_json(text.as_bytes()).expect("valid");
+        check(&policy, &serde_json::from_str(&text).expect("json"), envoy)
+    }
+
+    fn upstream_config() -> String {
+        CONFIG.replacen('{', r#"{"role":"upstream","#, 1)
+    }
+
     #[test]
-    fn the_native_module_as_an_upstream_filter_is_refused() {
-        let envoy: Value = serde_json::json!({"static_resources": {"clusters": [
-            {"name": "plain"},
-            {"name": "chain", "typed_extension_protocol_options": {HTTP_OPTIONS: {"http_filters": [
-                {"name": "envoy.filters.http.dynamic_modules", "typed_config": {"@type": NATIVE_TYPE}},
-                {"name": "envoy.filters.http.upstream_codec"}]}}}
-        ]}});
-        let policy = Policy::from_json(br#"{"providers":[]}"#).expect("valid");
-        let problems = check(&policy, &serde_json::json!({"providers": []}), &envoy);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].starts_with("cluster \"chain\": the native build"), "{problems:?}");
+    fn the_native_module_with_the_upstream_role_before_upstream_codec_is_accepted() {
+        let codec = serde_json::json!({"name": "envoy.filters.http.upstream_codec"});
+        let wired = envoy(serde_json::json!([native(&upstream_config()), codec]));
+        assert_eq!(problems(&wired), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_native_module_gets_the_same_wiring_problems_as_the_wasm_filter() {
+        let codec = serde_json::json!({"name": "envoy.filters.http.upstream_codec"});
+        let no_role = problems(&envoy(serde_json::json!([native(CONFIG), codec.clone()])));
+        assert_eq!(no_role.len(), 1, "{no_role:?}");
+        assert!(no_role[0].contains("has no llm-header-forward filter (wasm or native) with \"role\": \"upstream\""));
+        let codec_first = problems(&envoy(serde_json::json!([codec, native(&upstream_config())])));
+        assert_eq!(codec_first.len(), 1, "{codec_first:?}");
+        assert!(codec_first[0].contains("must be followed by envoy.filters.http.upstream_codec"), "{codec_first:?}");
+        let other = upstream_config().replace(r#""models":["gpt-*"]"#, r#""models":["o1*"]"#);
+        let codec = serde_json::json!({"name": "envoy.filters.http.upstream_codec"});
+        let differs = problems(&envoy(serde_json::json!([native(&other), codec])));
+        assert_eq!(differs.len(), 1, "{differs:?}");
+        assert!(differs[0].contains("differs from the listener's"), "{differs:?}");
     }
 }

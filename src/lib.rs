@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod attempt;
+pub mod attempt_outcome;
 pub mod blocklist;
 pub mod chain;
 pub mod client_headers;

@@ -13,9 +13,19 @@ use crate::request_trailers;
 /// Header carrying the rejection's code, for clients and access logs.
 pub const ERROR_HEADER: &str = "x-llm-header-forward-error";
 
+/// What every role needs from its host to answer a client locally and count: the downstream role
+/// ([`Host`]) and the upstream role ([`crate::attempt_outcome::AttemptHost`]) refuse through
+/// [`reject`] alike.
+pub trait Reply {
+    /// Answers the client locally; the request goes no further.
+    fn send_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &str) -> bool;
+    /// Adds `by` to the counter in `slot` ([`counters::names`]).
+    fn count(&mut self, slot: usize, by: u64);
+}
+
 /// The few things a host does for the filter. Failures are reported as `false` and only logged:
 /// the decision is already made.
-pub trait Host {
+pub trait Host: Reply {
     /// Removes every value of a request header.
     fn remove_header(&mut self, name: &str) -> bool;
     /// Removes every value of a request trailer.
@@ -27,10 +37,6 @@ pub trait Host {
     fn hand_over(&mut self, handover: &[u8]) -> bool;
     /// Lets the host match its routes again on the rewritten headers.
     fn clear_route_cache(&mut self);
-    /// Answers the client locally; the request goes no further.
-    fn send_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &str) -> bool;
-    /// Adds `by` to the counter in `slot` ([`counters::names`]).
-    fn count(&mut self, slot: usize, by: u64);
     /// One response header's value (the first, if several); only [`response_started`] reads them.
     fn response_header(&mut self, name: &str) -> Option<Vec<u8>>;
 }
@@ -74,7 +80,7 @@ pub fn carry_out(policy: &Policy, decision: Decision, host: &mut impl Host) -> O
 }
 
 /// Answers with `rejection` (counted when there is a configuration to count with).
-pub fn reject(policy: Option<&Policy>, rejection: Rejection, host: &mut impl Host) -> Outcome {
+pub fn reject(policy: Option<&Policy>, rejection: Rejection, host: &mut impl Reply) -> Outcome {
     if let Some(slot) = policy.and_then(|p| counters::rejected(p, rejection.code)) {
         host.count(slot, 1);
     }
@@ -142,15 +148,15 @@ fn rewrite_headers(rewrite: &Rewrite, host: &mut impl Host) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::flow;
 
-    /// A host that records every call, in order.
+    /// A host that records every call, in order (also the upstream role's, `attempt_outcome`).
     #[derive(Default)]
-    struct Recorder {
-        calls: Vec<String>,
-        counts: Vec<(usize, u64)>,
+    pub(crate) struct Recorder {
+        pub(crate) calls: Vec<String>,
+        pub(crate) counts: Vec<(usize, u64)>,
         /// The response headers [`Host::response_header`] finds.
         response: Vec<(&'static str, &'static str)>,
     }
@@ -175,16 +181,19 @@ mod tests {
         fn clear_route_cache(&mut self) {
             self.calls.push("clear_route_cache".into());
         }
+        fn response_header(&mut self, name: &str) -> Option<Vec<u8>> {
+            self.calls.push(format!("response_header {name}"));
+            self.response.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_bytes().to_vec())
+        }
+    }
+
+    impl Reply for Recorder {
         fn send_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &str) -> bool {
             self.calls.push(format!("reply {status} {headers:?} {body}"));
             true
         }
         fn count(&mut self, slot: usize, by: u64) {
             self.counts.push((slot, by));
-        }
-        fn response_header(&mut self, name: &str) -> Option<Vec<u8>> {
-            self.calls.push(format!("response_header {name}"));
-            self.response.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_bytes().to_vec())
         }
     }
 

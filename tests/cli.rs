@@ -151,6 +151,15 @@ fn check_accepts_the_shipped_envoy_wiring_of_the_fallback_chain() {
     // Without --config, the listener's own plugin configuration is checked.
     let o = cli(&["check", "--envoy", "envoy/envoy.yaml"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // The native build's wiring: the dynamic module is the listener filter and the upstream role.
+    for args in [
+        &["check", "--config", "envoy/plugin-config.json", "--envoy", "envoy/envoy-native.yaml"][..],
+        &["check", "--envoy", "envoy/envoy-native.yaml"][..],
+    ] {
+        let o = cli(args);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        assert!(stdout(&o).contains("Envoy wiring of the fallback chains: ok"), "{}", stdout(&o));
+    }
 }
 
 #[test]
@@ -189,7 +198,7 @@ fn check_reports_every_envoy_wiring_problem_of_a_chain_at_once() {
     for needle in [
         "num_retries is 0",
         "no retry_priority envoy.retry_priorities.previous_priorities",
-        "has no wasm filter with \\\"role\\\": \\\"upstream\\\"",
+        "has no llm-header-forward filter (wasm or native) with \\\"role\\\": \\\"upstream\\\"",
         "cluster \\\"openai\\\" endpoint 0 has no metadata",
         "no endpoint of cluster \\\"llama-ha\\\" serves the attempt for \\\"openai\\\"",
     ] {

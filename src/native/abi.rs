@@ -10,7 +10,7 @@
 //! A 16-byte `{ptr, length}` struct passed by value takes two integer registers under the x86-64
 //! System V ABI, exactly like the two separate arguments older copies of `abi.h` declared.
 
-use super::filter::{BodyStatus, Config, Filter, HeadersStatus};
+use super::filter::{BodyStatus, Config, HeadersStatus, StreamFilter};
 use std::ffi::{CStr, c_char, c_void};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -62,6 +62,10 @@ const RECEIVED_REQUEST_BODY: i32 = 0;
 const BUFFERED_REQUEST_BODY: i32 = 1;
 // `envoy_dynamic_module_type_metrics_result`.
 const METRICS_SUCCESS: i32 = 0;
+// `envoy_dynamic_module_type_metadata_source`: Dynamic 0, Route 1, Cluster 2, Host 3 (the chosen
+// endpoint, `LbEndpoint.metadata`), HostLocality 4. Checked in 1.40's jump table: of the five cases
+// only 3 and 4 go through `upstreamInfo()->upstreamHost()`, and 3 reads the host's own metadata.
+const METADATA_SOURCE_HOST: i32 = 3;
 
 // Callbacks: defined by the `envoy` executable, resolved when Envoy dlopens the module.
 unsafe extern "C" {
@@ -112,6 +116,45 @@ unsafe extern "C" {
         label_values_len: usize,
         value: u64,
     ) -> i32;
+    /// rdi filter, esi header type, rdx/rcx key, r8/r9 value (like `set_header`): adds one value.
+    fn envoy_dynamic_module_callback_http_add_header(
+        filter_envoy: *mut c_void,
+        header_type: i32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    /// rdi filter, rsi/rdx key, rcx/r8 value. Stores the bytes in the stream's filter state, which
+    /// the upstream filters of every attempt share with the downstream filters (verified: the
+    /// listener's write is read by every attempt, an attempt's write by the next one, and a later
+    /// write of the same key replaces the value without an `envoy_bug`).
+    fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+        filter_envoy: *mut c_void,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    /// rdi filter, rsi/rdx key, rcx the view out (Envoy writes `{ptr, length}` there).
+    fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+        filter_envoy: *mut c_void,
+        key: ModuleBuffer,
+        out: *mut EnvoyBuffer,
+    ) -> bool;
+    /// rdi filter, esi metadata source, rdx/rcx namespace, r8/r9 key, the view out on the stack
+    /// (seventh eightbyte). False unless the value exists and is a string.
+    fn envoy_dynamic_module_callback_http_get_metadata_string(
+        filter_envoy: *mut c_void,
+        source: i32,
+        namespace: ModuleBuffer,
+        key: ModuleBuffer,
+        out: *mut EnvoyBuffer,
+    ) -> bool;
+    /// rdi filter, esi body type, rdx bytes: drains up to that many from the front.
+    fn envoy_dynamic_module_callback_http_drain_body(filter_envoy: *mut c_void, body_type: i32, n: usize) -> bool;
+    /// rdi filter, esi body type, rdx/rcx data (copied by Envoy).
+    fn envoy_dynamic_module_callback_http_append_body(
+        filter_envoy: *mut c_void,
+        body_type: i32,
+        data: ModuleBuffer,
+    ) -> bool;
     /// Level: Trace 0, Debug 1, Info 2, Warn 3, Error 4, Critical 5; Envoy's `dynamic_modules` logger.
     fn envoy_dynamic_module_callback_log(level: i32, message: ModuleBuffer);
     fn envoy_dynamic_module_callback_log_enabled(level: i32) -> bool;
@@ -241,6 +284,84 @@ impl Stream<'_> {
         }
     }
 
+    /// Sets (`replace`) or adds a value of a request header, as bytes.
+    pub fn put_request_header(&mut self, name: &str, value: &[u8], replace: bool) -> bool {
+        let (key, value) = (ModuleBuffer::of(name.as_bytes()), ModuleBuffer::of(value));
+        // SAFETY: `ptr` is the stream of the running hook; both buffers are alive for the call and
+        // copied by Envoy.
+        unsafe {
+            if replace {
+                envoy_dynamic_module_callback_http_set_header(self.ptr, REQUEST_HEADER, key, value)
+            } else {
+                envoy_dynamic_module_callback_http_add_header(self.ptr, REQUEST_HEADER, key, value)
+            }
+        }
+    }
+
+    /// Stores `value` under `key` in the stream's filter state (replacing an earlier value).
+    pub fn set_filter_state(&mut self, key: &str, value: &[u8]) -> bool {
+        // SAFETY: `ptr` is the stream of the running hook; both buffers are alive for the call and
+        // copied by Envoy into the filter state.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                self.ptr,
+                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(value),
+            )
+        }
+    }
+
+    /// A copy of the filter-state value under `key`, if there is one.
+    pub fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+        let mut out = EnvoyBuffer { ptr: std::ptr::null(), length: 0 };
+        // SAFETY: `ptr` is the stream of the running hook; the key is alive for the call; `out` is
+        // a live local Envoy writes one view into.
+        let found = unsafe {
+            envoy_dynamic_module_callback_http_get_filter_state_bytes(
+                self.ptr,
+                ModuleBuffer::of(key.as_bytes()),
+                &mut out,
+            )
+        };
+        // SAFETY: the view points into the filter state's string, which nothing changes during
+        // this `&self` borrow; it is copied before the borrow ends.
+        found.then(|| unsafe { bytes(out.ptr, out.length) }.to_vec())
+    }
+
+    /// A copy of the string value `filter_metadata[namespace][key]` of the endpoint this (upstream)
+    /// stream was sent to, if there is one.
+    pub fn endpoint_metadata(&self, namespace: &str, key: &str) -> Option<Vec<u8>> {
+        let mut out = EnvoyBuffer { ptr: std::ptr::null(), length: 0 };
+        // SAFETY: `ptr` is the stream of the running hook; namespace and key are alive for the
+        // call; `out` is a live local Envoy writes one view into.
+        let found = unsafe {
+            envoy_dynamic_module_callback_http_get_metadata_string(
+                self.ptr,
+                METADATA_SOURCE_HOST,
+                ModuleBuffer::of(namespace.as_bytes()),
+                ModuleBuffer::of(key.as_bytes()),
+                &mut out,
+            )
+        };
+        // SAFETY: the view points into the host's metadata, which outlives the hook call; it is
+        // copied before this `&self` borrow ends.
+        found.then(|| unsafe { bytes(out.ptr, out.length) }.to_vec())
+    }
+
+    /// Replaces the request body piece this hook received with `with`.
+    pub fn replace_received_body(&mut self, with: &[u8]) -> bool {
+        // SAFETY: `ptr` is the stream of the running hook; `usize::MAX` drains the whole piece
+        // (Envoy drains at most its length); `with` is alive for the call and copied by Envoy.
+        unsafe {
+            envoy_dynamic_module_callback_http_drain_body(self.ptr, RECEIVED_REQUEST_BODY, usize::MAX)
+                && envoy_dynamic_module_callback_http_append_body(
+                    self.ptr,
+                    RECEIVED_REQUEST_BODY,
+                    ModuleBuffer::of(with),
+                )
+        }
+    }
+
     pub fn clear_route_cache(&mut self) {
         // SAFETY: `ptr` is the stream of the running hook.
         unsafe { envoy_dynamic_module_callback_http_clear_route_cache(self.ptr) }
@@ -336,7 +457,7 @@ struct Instance {
     /// Owned by Envoy's filter config, which outlives every filter created from it (Envoy's
     /// filter holds a shared pointer to the config).
     config: *const Config,
-    filter: Filter,
+    filter: StreamFilter,
 }
 
 #[unsafe(no_mangle)]
@@ -378,8 +499,17 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     config_module: *mut c_void,
     _filter_envoy: *mut c_void,
 ) -> *mut c_void {
-    let instance = Instance { config: config_module.cast_const().cast(), filter: Filter::default() };
-    Box::into_raw(Box::new(instance)).cast()
+    if config_module.is_null() {
+        return std::ptr::null_mut();
+    }
+    let config: *const Config = config_module.cast_const().cast();
+    // SAFETY: `config_module` is the Config this module returned from `config_new` (not NULL:
+    // checked above), alive until `config_destroy`, which Envoy calls after every filter made from it.
+    let role = catch_unwind(|| StreamFilter::new(unsafe { &*config }));
+    match role {
+        Ok(filter) => Box::into_raw(Box::new(Instance { config, filter })).cast(),
+        Err(_) => std::ptr::null_mut(),
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -398,7 +528,7 @@ fn request_hook<T>(
     filter_envoy: *mut c_void,
     filter_module: *mut c_void,
     on_panic: T,
-    hook: impl FnOnce(&Config, &mut Filter, &mut Stream) -> T,
+    hook: impl FnOnce(&Config, &mut StreamFilter, &mut Stream) -> T,
 ) -> T {
     if filter_module.is_null() {
         return on_panic;

@@ -6,8 +6,11 @@
 
 use super::abi::{Body, ConfigHandle, Stream};
 use super::metrics::Counters;
+use super::upstream::Upstream;
+use crate::config::Role;
 use crate::flow::{self, AfterHeaders, BodyRead};
-use crate::outcome::{self, Host, Outcome};
+use crate::handover::HANDOVER_KEY;
+use crate::outcome::{self, Host, Outcome, Reply};
 use crate::policy::{Policy, Target};
 use crate::rejection::Rejection;
 
@@ -16,7 +19,7 @@ const REPLY_DETAILS: &str = "llm_header_forward_rejected";
 
 /// The parsed plugin configuration and the counters defined for it; shared by every filter.
 pub struct Config {
-    policy: Policy,
+    pub(super) policy: Policy,
     counters: Counters,
 }
 
@@ -57,11 +60,18 @@ pub struct Filter {
     headers: Vec<(String, Vec<u8>)>,
 }
 
-/// Envoy's stream as the core's [`Host`].
-struct Native<'s, 'a> {
-    stream: &'s mut Stream<'a>,
+/// Envoy's stream as the core's [`Host`] (and, in `upstream`, its `AttemptHost`).
+pub(super) struct Native<'s, 'a> {
+    pub(super) stream: &'s mut Stream<'a>,
     counters: &'s Counters,
     replied: &'s mut bool,
+}
+
+impl<'s, 'a> Native<'s, 'a> {
+    /// `replied` is set once a local reply went out.
+    pub(super) fn new(config: &'s Config, stream: &'s mut Stream<'a>, replied: &'s mut bool) -> Native<'s, 'a> {
+        Native { stream, counters: &config.counters, replied }
+    }
 }
 
 impl Host for Native<'_, '_> {
@@ -77,24 +87,13 @@ impl Host for Native<'_, '_> {
         self.stream.set_request_header(name, Some(value))
     }
 
-    fn hand_over(&mut self, _handover: &[u8]) -> bool {
-        // The native build has no upstream role (README, "Native build"): a chain fails closed.
-        log::warn!("fallback chains need the wasm build's upstream role; the native build has none");
-        false
+    fn hand_over(&mut self, handover: &[u8]) -> bool {
+        // Written once per request, read by the upstream role of every attempt.
+        self.stream.set_filter_state(HANDOVER_KEY, handover)
     }
 
     fn clear_route_cache(&mut self) {
         self.stream.clear_route_cache();
-    }
-
-    fn send_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &str) -> bool {
-        self.stream.send_response(status, headers, body, REPLY_DETAILS);
-        *self.replied = true;
-        true
-    }
-
-    fn count(&mut self, slot: usize, by: u64) {
-        self.counters.add(self.stream, slot, by);
     }
 
     fn response_header(&mut self, name: &str) -> Option<Vec<u8>> {
@@ -106,9 +105,21 @@ impl Host for Native<'_, '_> {
     }
 }
 
+impl Reply for Native<'_, '_> {
+    fn send_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &str) -> bool {
+        self.stream.send_response(status, headers, body, REPLY_DETAILS);
+        *self.replied = true;
+        true
+    }
+
+    fn count(&mut self, slot: usize, by: u64) {
+        self.counters.add(self.stream, slot, by);
+    }
+}
+
 impl Filter {
     fn host<'s, 'a>(&'s mut self, config: &'s Config, stream: &'s mut Stream<'a>) -> Native<'s, 'a> {
-        Native { stream, counters: &config.counters, replied: &mut self.replied }
+        Native::new(config, stream, &mut self.replied)
     }
 
     pub fn on_request_headers(&mut self, config: &Config, stream: &mut Stream, end_of_stream: bool) -> HeadersStatus {
@@ -186,8 +197,13 @@ impl Filter {
         HeadersStatus::Continue
     }
 
+    /// The response began: counts what the attempts' upstream role handed over
+    /// ([`super::metrics`]) and an exhausted chain ([`outcome::response_started`]).
     pub fn on_response_headers(&mut self, config: &Config, stream: &mut Stream) {
         if let Some(target) = self.forwarded {
+            if let Some(Target::Chain(_)) = target {
+                config.counters.take_handed_over(stream);
+            }
             outcome::response_started(&config.policy, target, &mut self.host(config, stream));
         }
     }
@@ -255,6 +271,56 @@ impl Filter {
     fn reject(&mut self, config: &Config, stream: &mut Stream, rejection: Rejection) -> HeadersStatus {
         outcome::reject(Some(&config.policy), rejection, &mut self.host(config, stream));
         HeadersStatus::Stop
+    }
+}
+
+/// One stream's filter: the downstream role, or (`"role": "upstream"`, in a cluster's
+/// `http_filters`) the upstream role of fallback chains, once per attempt.
+pub enum StreamFilter {
+    Downstream(Filter),
+    Upstream(Upstream),
+}
+
+impl StreamFilter {
+    pub fn new(config: &Config) -> StreamFilter {
+        match config.policy.role {
+            Role::Downstream => StreamFilter::Downstream(Filter::default()),
+            Role::Upstream => StreamFilter::Upstream(Upstream::default()),
+        }
+    }
+
+    pub fn on_request_headers(&mut self, config: &Config, stream: &mut Stream, end_of_stream: bool) -> HeadersStatus {
+        match self {
+            StreamFilter::Downstream(f) => f.on_request_headers(config, stream, end_of_stream),
+            StreamFilter::Upstream(u) => u.on_request_headers(config, stream, end_of_stream),
+        }
+    }
+
+    pub fn on_request_body(&mut self, config: &Config, stream: &mut Stream, end_of_stream: bool) -> BodyStatus {
+        match self {
+            StreamFilter::Downstream(f) => f.on_request_body(config, stream, end_of_stream),
+            StreamFilter::Upstream(u) => u.on_request_body(config, stream, end_of_stream),
+        }
+    }
+
+    pub fn on_request_trailers(&mut self, config: &Config, stream: &mut Stream) -> HeadersStatus {
+        match self {
+            StreamFilter::Downstream(f) => f.on_request_trailers(config, stream),
+            StreamFilter::Upstream(u) => u.on_request_trailers(config, stream),
+        }
+    }
+
+    pub fn on_response_headers(&mut self, config: &Config, stream: &mut Stream) {
+        if let StreamFilter::Downstream(f) = self {
+            f.on_response_headers(config, stream);
+        }
+    }
+
+    pub fn on_panic(&mut self, config: &Config, stream: &mut Stream) {
+        match self {
+            StreamFilter::Downstream(f) => f.on_panic(config, stream),
+            StreamFilter::Upstream(u) => u.on_panic(config, stream),
+        }
     }
 }
 

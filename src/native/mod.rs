@@ -4,6 +4,8 @@
 //!
 //! - `abi`: every `extern "C"` declaration and exported hook, and all of the `unsafe`.
 //! - `filter`: one request's life, driving [`crate::flow`] and [`crate::outcome`].
+//! - `upstream`: the upstream role of fallback chains, once per attempt, driving
+//!   [`crate::attempt`] and [`crate::attempt_outcome`].
 //! - `metrics`: the counters of [`crate::counters`] through Envoy's dynamic-module stats.
 //! - `logger`: the `log` crate's records through Envoy's log callback.
 
@@ -11,3 +13,4 @@ mod abi;
 mod filter;
 mod logger;
 mod metrics;
+mod upstream;

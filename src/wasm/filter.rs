@@ -5,7 +5,7 @@ use crate::config::Role;
 use crate::decision::Decision;
 use crate::flow::{self, AfterHeaders, BodyRead};
 use crate::handover::HANDOVER_KEY;
-use crate::outcome::{self, Host, Outcome};
+use crate::outcome::{self, Host, Outcome, Reply};
 use crate::policy::{Policy, Target};
 use crate::rejection::Rejection;
 use crate::wasm::metrics::Metrics;
@@ -95,7 +95,7 @@ enum Stage {
     Done,
 }
 
-/// Envoy, through proxy-wasm, as the core's [`Host`]. Counters go to the VM's batch
+/// Envoy, through proxy-wasm, as the core's [`Host`] (and, in `upstream`, its `AttemptHost`). Counters go to the VM's batch
 /// ([`Metrics`]); a host without a timer gets them when this is dropped, at the end of each step.
 pub(super) struct Wasm<'m> {
     metrics: Option<&'m Metrics>,
@@ -139,6 +139,12 @@ impl Host for Wasm<'_> {
         }
     }
 
+    fn response_header(&mut self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok().flatten()
+    }
+}
+
+impl Reply for Wasm<'_> {
     fn send_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &str) -> bool {
         hostcalls::send_http_response(status, headers.to_vec(), Some(body.as_bytes())).is_ok()
     }
@@ -147,10 +153,6 @@ impl Host for Wasm<'_> {
         if let Some(metrics) = self.metrics {
             metrics.add(slot, by);
         }
-    }
-
-    fn response_header(&mut self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok().flatten()
     }
 }
 

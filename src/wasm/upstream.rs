@@ -1,16 +1,16 @@
 //! The upstream role's glue (SPEC §8): Envoy runs it once per attempt, in the chain's cluster
 //! before `upstream_codec`. It reads the handover, the chosen endpoint's provider and the earlier
-//! attempts' record from Envoy, hands them to [`crate::attempt::decide_attempt`], and applies the
-//! plan to the shared header map (and the model splice to the body). No rule lives here.
+//! attempts' record from Envoy, hands them to [`crate::attempt::decide_attempt`], and carries the
+//! result out through [`crate::attempt_outcome`] (and the model splice to the body). No rule lives
+//! here.
 
 use super::filter::{Wasm, reject};
-use crate::attempt::{Attempt, AttemptPlan, decide_attempt};
-use crate::counters;
-use crate::handover::{ATTEMPTS_KEY, HANDOVER_KEY, decode_names, encode_names};
+use crate::attempt::decide_attempt;
+use crate::attempt_outcome::{self, AttemptHost, AttemptOutcome};
+use crate::handover::{ATTEMPTS_KEY, HANDOVER_KEY, decode_names};
 use crate::model_rewrite::ModelRewrite;
-use crate::outcome::Host;
 use crate::policy::Policy;
-use crate::rejection::{ErrorCode, Rejection};
+use crate::rejection::Rejection;
 use crate::wasm::metrics::Metrics;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -42,7 +42,7 @@ impl HttpContext for Upstream {
         let policy = &ready.0;
         let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(h) => h,
-            Err(_) => return reject(Some(&ready), Rejection::internal("cannot read the request headers")),
+            Err(_) => return self.fail(Rejection::internal("cannot read the request headers")),
         };
         let handover = hostcalls::get_property(vec![HANDOVER_KEY]).ok().flatten();
         let endpoint = hostcalls::get_property(ENDPOINT_PROVIDER.to_vec()).ok().flatten();
@@ -51,32 +51,15 @@ impl HttpContext for Upstream {
             .flatten()
             .and_then(|b| decode_names(&b))
             .unwrap_or_default();
-        match decide_attempt(policy, handover.as_deref(), &headers, endpoint.as_deref(), &earlier) {
-            Attempt::Untouched => Action::Continue,
-            Attempt::Refuse(rejection) => {
-                log::warn!("fallback attempt refused: {}", rejection.message);
-                reject(Some(&ready), rejection)
+        let attempt = decide_attempt(policy, handover.as_deref(), &headers, endpoint.as_deref(), &earlier);
+        match attempt_outcome::carry_out(policy, attempt, &mut Wasm::new(Some(&ready))) {
+            AttemptOutcome::Replied => Action::Pause,
+            AttemptOutcome::Forwarded { model: Some(model), .. } if !end_of_stream => {
+                self.has_content_length = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+                self.model = Some(ModelRewrite::new(model));
+                Action::Pause
             }
-            Attempt::Apply(plan) => {
-                if let Some(slot) = counters::chain_attempt(policy, plan.chain_index, plan.attempt_index) {
-                    Wasm::new(Some(&ready)).count(slot, 1);
-                }
-                if log::log_enabled!(log::Level::Debug) {
-                    log::debug!("{}", plan.summary());
-                }
-                apply(&plan);
-                if hostcalls::set_property(vec![ATTEMPTS_KEY], Some(&encode_names(&plan.set_names()))).is_err() {
-                    log::warn!("could not record the attempt's headers");
-                }
-                match plan.model {
-                    Some(model) if !end_of_stream => {
-                        self.has_content_length = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
-                        self.model = Some(ModelRewrite::new(model));
-                        Action::Pause
-                    }
-                    _ => Action::Continue,
-                }
-            }
+            AttemptOutcome::Forwarded { .. } => Action::Continue,
         }
     }
 
@@ -100,8 +83,7 @@ impl HttpContext for Upstream {
             return Action::Pause;
         }
         let Some(splice) = self.model.take().and_then(ModelRewrite::splice) else {
-            return self
-                .fail(Rejection::new(ErrorCode::FallbackMisconfigured, "The request body has no model to replace"));
+            return self.fail(attempt_outcome::no_model_to_replace());
         };
         if hostcalls::set_buffer(BufferType::HttpRequestBody, 0, splice.drain, &splice.replacement).is_err() {
             return self.fail(Rejection::internal("cannot rewrite the request body"));
@@ -119,26 +101,30 @@ impl HttpContext for Upstream {
 impl Upstream {
     fn fail(&mut self, rejection: Rejection) -> Action {
         self.model = None;
-        reject(self.ready.as_deref(), rejection)
+        if let Some(ready) = self.ready.as_deref() {
+            attempt_outcome::refuse(&ready.0, rejection, &mut Wasm::new(Some(ready)));
+            return Action::Pause;
+        }
+        reject(None, rejection)
     }
 }
 
-fn apply(plan: &AttemptPlan) {
-    for name in &plan.remove {
-        if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
-            log::warn!("could not remove header {name:?}");
-        }
+impl AttemptHost for Wasm<'_> {
+    fn remove_header(&mut self, name: &str) -> bool {
+        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_ok()
     }
-    let mut done: Vec<&str> = Vec::new();
-    for (name, value) in &plan.set {
-        let result = if done.contains(&name.as_str()) {
-            hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value)
-        } else {
-            done.push(name);
-            hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value))
-        };
-        if result.is_err() {
-            log::warn!("could not set header {name:?}");
-        }
+
+    fn set_header(&mut self, name: &str, value: &[u8]) -> bool {
+        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value)).is_ok()
+    }
+
+    fn add_header(&mut self, name: &str, value: &[u8]) -> bool {
+        hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value).is_ok()
+    }
+
+    /// Each attempt's record replaces the last one's (filter state written through `set_property`
+    /// reaches the next attempt).
+    fn record_attempt(&mut self, names: &[u8]) -> bool {
+        hostcalls::set_property(vec![ATTEMPTS_KEY], Some(names)).is_ok()
     }
 }

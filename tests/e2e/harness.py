@@ -116,15 +116,15 @@ def hcm_of(cfg):
     return cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def upstream_wasm_configs(cfg):
-    """The wasm filter configs of the upstream role: in clusters' HttpProtocolOptions.http_filters."""
+def upstream_filters(cfg):
+    """The upstream role's filter entries, either build: in clusters' HttpProtocolOptions.http_filters."""
     out = []
     for cluster in cfg["static_resources"]["clusters"]:
         options = cluster.get("typed_extension_protocol_options", {})
         for opts in options.values():
             for f in opts.get("http_filters", []):
-                if f["name"] == "envoy.filters.http.wasm":
-                    out.append(f["typed_config"]["config"])
+                if f["name"] in (WASM_FILTER, NATIVE_FILTER):
+                    out.append(f)
     return out
 
 
@@ -170,11 +170,11 @@ class Gateway:
             endpoint["address"]["socket_address"]["port_value"] = backends.port(cluster["name"])
         entry = plugin_filter(hcm_of(cfg))
         set_module_path(entry)
-        for upstream_wasm in upstream_wasm_configs(cfg):
-            upstream_wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+        for upstream_entry in upstream_filters(cfg):
+            set_module_path(upstream_entry)
             if isinstance(plugin_config, dict):
                 # The upstream role runs the same configuration (SPEC §8).
-                upstream_wasm["configuration"]["value"] = json.dumps({**plugin_config, "role": "upstream"})
+                set_plugin_value(upstream_entry, json.dumps({**plugin_config, "role": "upstream"}))
         if plugin_config is not None:
             value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
             set_plugin_value(entry, value)

@@ -8,9 +8,6 @@ import pytest
 
 from harness import Gateway, error_code, shipped_plugin_config
 
-# The native build has no upstream role yet (README, "Native build"): a chain request fails closed.
-pytestmark = pytest.mark.wasm_only("fallback chains need the upstream role, which only the wasm build has")
-
 CHAIN_MODEL = "llama-3-70b"
 PROVIDER_DATA = {
     "vllm_api_token": "sk-vllm-secret",
@@ -139,6 +136,10 @@ def test_missing_endpoint_metadata_is_502_and_nothing_is_sent(chain_backends):
         assert error_code(r) == "fallback_misconfigured"
         assert "sk-" not in r.text
         assert received(chain_backends, "vllm") == [] and received(chain_backends, "openai") == []
+        # Counted under the listener's counter names in both builds (the native upstream role hands
+        # its counts to the listener's filter: Envoy would scope its own under the cluster).
+        g.wait_for_stat(g.stat("rejected.fallback_misconfigured"), 1)
+        assert g.stats().get(g.stat("rejected.fallback_misconfigured")) == 1
         # Requests that are not chain requests are untouched by the upstream role's absence.
         assert g.chat("llama-3-8b").status_code == 200
     finally:
@@ -185,12 +186,14 @@ def test_attempts_per_chain_and_provider_and_exhausted_chains_are_counted(chain_
         assert g.chat(CHAIN_MODEL, headers={"x-mock-fail": "vllm=503"}).status_code == 200
         assert g.chat(CHAIN_MODEL, headers={"x-mock-fail": "vllm=503,openai=503"}).status_code == 503
         assert g.chat(CHAIN_MODEL).status_code == 200
-        prefix = "wasmcustom.llm_header_forward.chain.llama-ha."
+        prefix = g.stat("chain.llama-ha.")
         expected = {"requests": 3, "attempts.vllm": 3, "attempts.openai": 2, "exhausted": 1}
         for name, value in expected.items():
             g.wait_for_stat(prefix + name, value)
         stats = g.stats()
         assert {name: stats.get(prefix + name) for name in expected} == expected
+        # Under the same names as the wasm build's, not under the chain cluster's stats scope.
+        assert not [n for n in stats if n.startswith("cluster.llama-ha.") and "llm_header_forward" in n]
     finally:
         g.stop()
 
@@ -202,3 +205,45 @@ def test_llama_stack_client_path_falls_back_too(gw, chain_backends):
     [second] = received(chain_backends, "openai")
     assert second["path"] == "/v1/chat/completions"
     assert headers_of(second)["authorization"] == ["Bearer sk-openai-secret"]
+
+
+def test_three_attempts_each_undo_only_what_the_one_before_set(chain_backends):
+    """vllm, then openai, then anthropic: the third attempt finds the second one's record of what it
+    set (filter state written by an upstream attempt replaces the first one's and reaches the next)."""
+    config = shipped_plugin_config()
+    config["fallbacks"][0]["attempts"].append({"provider": "anthropic", "model": "claude-3-5-sonnet"})
+
+    def three_providers(cfg):
+        for c in cfg["static_resources"]["clusters"]:
+            if c["name"] == "anthropic":
+                c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["metadata"] = {
+                    "filter_metadata": {"llm_header_forward": {"provider": "anthropic"}}}
+            if c["name"] == "llama-ha":
+                c["cluster_type"]["typed_config"]["clusters"].append("anthropic")
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+            if "retry_policy" in route.get("route", {}):
+                route["route"]["retry_policy"]["num_retries"] = 2
+
+    g = Gateway(chain_backends, config, tweak=three_providers)
+    try:
+        data = {**PROVIDER_DATA, "anthropic_api_key": "sk-ant-secret"}
+        r = g.chat(CHAIN_MODEL, provider_data=data, headers={"x-mock-fail": "vllm=503,openai=503"})
+        assert r.status_code == 200, r.text
+        [first], [second], [third] = (received(chain_backends, n) for n in ("vllm", "openai", "anthropic"))
+        h3 = headers_of(third)
+        assert h3["x-api-key"] == ["sk-ant-secret"] and h3["x-llm-provider"] == ["anthropic"]
+        assert h3["x-llm-model"] == ["claude-3-5-sonnet"]
+        assert json.loads(third["body"])["model"] == "claude-3-5-sonnet"
+        for leaked in ["authorization", "x-gateway", "x-maas-subscription"]:
+            assert leaked not in h3, f"{leaked} from an earlier attempt reached anthropic"
+        assert "sk-vllm-secret" not in json.dumps(third) and "sk-openai-secret" not in json.dumps(third)
+        assert headers_of(second)["authorization"] == ["Bearer sk-openai-secret"]
+        # What each attempt found recorded by the one before it (debug log: names, never values).
+        log = g.wait_for_log('earlier attempts set ["authorization", "x-llm-provider", "x-llm-model"]')
+        records = [line.split("earlier attempts set ")[1] for line in log.splitlines() if "earlier attempts set " in line]
+        assert len(records) == 2, records
+        assert "x-gateway" in records[0] and "x-gateway" not in records[1], records
+        assert "sk-" not in log
+    finally:
+        g.stop()

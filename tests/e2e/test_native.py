@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from harness import (NATIVE, NATIVE_PANIC, ROOT, SHIPPED, SHIPPED_NATIVE, EnvoyFailed, Gateway, error_code, hcm_of,
-                     plugin_filter, shipped_plugin_config, upstream)
+                     plugin_filter, plugin_value, shipped_plugin_config, upstream, upstream_filters)
 
 native_only = pytest.mark.native_only
 
@@ -26,6 +26,13 @@ def test_envoy_native_yaml_is_envoy_yaml_with_the_native_filter():
     generated = _load_native_yaml_generator().generate(SHIPPED.read_text())
     assert SHIPPED_NATIVE.read_text() == generated, "envoy/envoy-native.yaml is stale: run `make native-yaml`"
     wasm, native = yaml.safe_load(SHIPPED.read_text()), yaml.safe_load(SHIPPED_NATIVE.read_text())
+    # The clusters are the same but for the upstream role's filter, which carries the same plugin
+    # configuration (with "role": "upstream") in the native build.
+    upstream_w, upstream_n = upstream_filters(wasm), upstream_filters(native)
+    assert [f["name"] for f in upstream_n] == ["envoy.filters.http.dynamic_modules"] * len(upstream_w) != []
+    assert [plugin_value(f) for f in upstream_n] == [plugin_value(f) for f in upstream_w]
+    for f in upstream_w + upstream_n:
+        f.clear()
     assert native["static_resources"]["clusters"] == wasm["static_resources"]["clusters"]
     assert hcm_of(native)["route_config"] == hcm_of(wasm)["route_config"]
     w, n = plugin_filter(hcm_of(wasm)), plugin_filter(hcm_of(native))
