@@ -4,16 +4,16 @@
 //! [`crate::attempt::decide_attempt`], and carries the result out through
 //! [`crate::attempt_outcome`], like the wasm glue. No rule lives here.
 //!
-//! The model rewrite never holds the body: the pieces before the model's value are scanned, kept by
-//! [`ModelRewrite`] (only up to the end of that value) and drained; the piece holding its end is
-//! replaced by the rewritten prefix plus the rest of that piece, and everything after flows on.
+//! The model rewrite never holds the body in Envoy: [`PieceRewrite`] decides what becomes of each
+//! piece (drained and kept up to the end of the model's value, or replaced by the rewritten prefix
+//! plus the rest of the piece), and everything after flows on.
 
 use super::abi::{Body, Stream};
 use super::filter::{BodyStatus, Config, HeadersStatus, Native};
 use crate::attempt::decide_attempt;
 use crate::attempt_outcome::{self, AttemptHost, AttemptOutcome};
 use crate::handover::{ATTEMPTS_KEY, HANDOVER_KEY, decode_names};
-use crate::model_rewrite::ModelRewrite;
+use crate::model_rewrite::{Piece, PieceRewrite};
 use crate::outcome;
 use crate::rejection::Rejection;
 
@@ -24,11 +24,7 @@ const ENDPOINT_KEY: &str = "provider";
 #[derive(Default)]
 pub struct Upstream {
     /// Set while this attempt's body still needs its model replaced.
-    model: Option<ModelRewrite>,
-    /// The client's `content-length`, for the rewritten one.
-    original_length: Option<usize>,
-    /// Body bytes scanned (and drained) by earlier calls of this attempt.
-    seen: usize,
+    model: Option<PieceRewrite>,
     replied: bool,
 }
 
@@ -46,8 +42,7 @@ impl Upstream {
         match attempt_outcome::carry_out(policy, attempt, &mut Native::new(config, stream, &mut self.replied)) {
             AttemptOutcome::Replied => HeadersStatus::Stop,
             AttemptOutcome::Forwarded { model: Some(model), original_length } if !end_of_stream => {
-                self.model = Some(ModelRewrite::new(model));
-                self.original_length = original_length;
+                self.model = Some(PieceRewrite::new(model, original_length));
                 // Held until the body piece holding the model's value is rewritten.
                 HeadersStatus::Stop
             }
@@ -64,47 +59,35 @@ impl Upstream {
             self.refuse(config, stream, Rejection::internal("cannot read the request body"));
             return BodyStatus::Replied;
         };
-        let length: usize = piece.iter().map(|s| s.len()).sum();
-        let found = piece.iter().any(|slice| rewrite.feed(slice));
-        if !found {
-            drop(piece);
-            self.seen += length;
-            if end_of_stream {
+        let next = rewrite.piece(&piece, end_of_stream);
+        drop(piece);
+        match next {
+            Piece::NoModel => {
                 self.refuse(config, stream, attempt_outcome::no_model_to_replace());
-                return BodyStatus::Replied;
+                BodyStatus::Replied
             }
             // Kept by the rewrite: Envoy need not buffer it.
-            if !stream.replace_received_body(&[]) {
+            Piece::Drain if stream.replace_received_body(&[]) => BodyStatus::Buffer,
+            Piece::Drain => {
                 self.refuse(config, stream, Rejection::internal("cannot drain the request body"));
-                return BodyStatus::Replied;
+                BodyStatus::Replied
             }
-            return BodyStatus::Buffer;
-        }
-        let Some(splice) = self.model.take().and_then(ModelRewrite::splice) else {
-            self.refuse(config, stream, attempt_outcome::no_model_to_replace());
-            return BodyStatus::Replied;
-        };
-        // This piece becomes the rewritten prefix plus the bytes of the piece after the value.
-        let mut skip = splice.drain.saturating_sub(self.seen);
-        let mut replaced = splice.replacement.clone();
-        for slice in &piece {
-            let rest = slice.get(skip.min(slice.len())..).unwrap_or_default();
-            skip = skip.saturating_sub(slice.len());
-            replaced.extend_from_slice(rest);
-        }
-        drop(piece);
-        if !stream.replace_received_body(&replaced) {
-            self.refuse(config, stream, Rejection::internal("cannot rewrite the request body"));
-            return BodyStatus::Replied;
-        }
-        if let Some(length) = self.original_length {
-            let length = splice.new_length(length).to_string();
-            if !stream.put_request_header("content-length", length.as_bytes(), true) {
-                self.refuse(config, stream, Rejection::internal("cannot set content-length"));
-                return BodyStatus::Replied;
+            Piece::Replace { bytes, content_length } => {
+                self.model = None;
+                if !stream.replace_received_body(&bytes) {
+                    self.refuse(config, stream, Rejection::internal("cannot rewrite the request body"));
+                    return BodyStatus::Replied;
+                }
+                let length = content_length.map(|l| l.to_string());
+                if let Some(length) = length
+                    && !stream.put_request_header("content-length", length.as_bytes(), true)
+                {
+                    self.refuse(config, stream, Rejection::internal("cannot set content-length"));
+                    return BodyStatus::Replied;
+                }
+                BodyStatus::Continue
             }
         }
-        BodyStatus::Continue
     }
 
     /// Trailers end a body whose model was never found: refused like a body that ends without one.

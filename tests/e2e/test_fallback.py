@@ -65,16 +65,31 @@ def test_primary_503_falls_back_and_each_attempt_carries_only_its_own_providers_
     assert h2["x-llm-model"] == ["gpt-4o-mini"]
 
 
-def test_model_override_keeps_every_other_byte_and_fixes_content_length(gw, chain_backends):
-    body = ('{"messages":[{"role":"user","content":"caf\\u00e9 \\"model\\": \\"x\\" \u00e9\u4e2d"}],'
-            '\n "mod\\u0065l" :\t"llama-3-70b" , "n":1, "stream":false}').encode()
+def falls_back_with_the_model_replaced(gw, chain_backends, body):
+    """Sends `body` for the chain with vllm failing: openai's attempt gets exactly `body` with the
+    model replaced, and a content-length that matches."""
     r = gw.chat(body=body, headers={"x-mock-fail": "vllm=503"})
     assert r.status_code == 200, r.text
     [second] = received(chain_backends, "openai")
     sent = second["body"].encode()
     assert sent == body.replace(b'"llama-3-70b"', b'"gpt-4o-mini"')
     assert headers_of(second)["content-length"] == [str(len(sent))]
+
+
+def test_model_override_keeps_every_other_byte_and_fixes_content_length(gw, chain_backends):
+    body = ('{"messages":[{"role":"user","content":"caf\\u00e9 \\"model\\": \\"x\\" \u00e9\u4e2d"}],'
+            '\n "mod\\u0065l" :\t"llama-3-70b" , "n":1, "stream":false}').encode()
+    falls_back_with_the_model_replaced(gw, chain_backends, body)
     assert received(chain_backends, "vllm")[0]["body"].encode() == body
+
+
+@pytest.mark.parametrize("size", [70_000, 1_500_000])
+def test_model_override_after_a_large_body_crosses_envoys_buffer_slices(gw, chain_backends, size):
+    # The model comes last, after many of Envoy's 16 KiB slices (and, at 1.5 MB, many of the wasm
+    # glue's 64 KiB reads): the rewrite must find it across them and keep every byte before it.
+    filler = "".join(chr(0x61 + i % 26) for i in range(size))
+    body = json.dumps({"messages": [{"role": "user", "content": filler}], "n": 1}).encode()
+    falls_back_with_the_model_replaced(gw, chain_backends, body[:-1] + b', "model": "llama-3-70b"}')
 
 
 def test_refused_connection_falls_back(chain_backends):
