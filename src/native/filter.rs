@@ -325,10 +325,11 @@ impl StreamFilter {
 }
 
 /// Test-only build (`--features native-panic-test`): a request with
-/// `x-llm-header-forward-test-panic: headers|body` panics in that hook, to prove the guard.
+/// `x-llm-header-forward-test-panic: headers|body|upstream` panics in that hook (`upstream`: the
+/// upstream role's request headers), to prove the guard.
 #[cfg(feature = "native-panic-test")]
 #[allow(clippy::panic)]
-fn panic_on_request(headers: &[(String, Vec<u8>)], hook: &[u8]) {
+pub(super) fn panic_on_request(headers: &[(String, Vec<u8>)], hook: &[u8]) {
     if headers.iter().any(|(n, v)| n == "x-llm-header-forward-test-panic" && v == hook) {
         panic!("panic requested by the test");
     }

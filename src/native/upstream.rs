@@ -35,6 +35,8 @@ impl Upstream {
         if !stream.request_headers(false, &mut headers) {
             return self.refuse(config, stream, Rejection::internal("cannot read the request headers"));
         }
+        #[cfg(feature = "native-panic-test")]
+        super::filter::panic_on_request(&headers, b"upstream");
         let handover = stream.filter_state(HANDOVER_KEY);
         let endpoint = stream.endpoint_metadata(ENDPOINT_NAMESPACE, ENDPOINT_KEY);
         let earlier = earlier_attempts(stream);

@@ -102,6 +102,36 @@ def test_a_panic_answers_500_and_envoy_keeps_serving(backends, hook):
         gw.stop()
 
 
+@native_only("the dynamic module's panic guard in the upstream role (a test-only build that panics on request)")
+def test_a_panic_in_the_upstream_role_answers_500_and_envoy_keeps_serving(backends):
+    if not NATIVE_PANIC.exists():
+        pytest.fail(f"{NATIVE_PANIC} is missing: `make test` builds it")
+
+    def panicking_upstream_role(cfg):
+        for entry in upstream_filters(cfg):
+            entry["typed_config"]["dynamic_module_config"] = {"module": {"local": {"filename": str(NATIVE_PANIC)}}}
+
+    for s in backends.servers.values():
+        s.received.clear()
+    gw = Gateway(backends, tweak=panicking_upstream_role, concurrency=1)
+    try:
+        r = gw.chat("llama-3-70b", provider_data={"vllm_api_token": "sk-panic"},
+                    headers={"x-llm-header-forward-test-panic": "upstream"})
+        # A local reply from the upstream role: not retried, nothing sent to any provider.
+        assert r.status_code == 500, r.text
+        assert error_code(r) == "internal_error"
+        assert "sk-panic" not in r.text
+        assert all(not s.received for s in backends.servers.values())
+        # The same worker, the same module: the next chain request is served normally.
+        up = upstream(gw.chat("llama-3-70b", provider_data={"vllm_api_token": "sk-after"}))
+        assert up["name"] == "vllm" and up["headers"]["authorization"] == ["Bearer sk-after"]
+        assert gw.proc.poll() is None, "envoy died"
+        log = gw.wait_for_log("upstream role panicked: answering 500 internal_error")
+        assert "sk-panic" not in log
+    finally:
+        gw.stop()
+
+
 @native_only("a 12 MiB body in Envoy's slices, scanned in place")
 def test_a_12_mib_chunked_body_is_scanned_across_every_slice(backends):
     """The model comes last, after 12 MiB of escaped text sent in odd-sized chunks: the scanner has
