@@ -65,6 +65,19 @@ def test_primary_503_falls_back_and_each_attempt_carries_only_its_own_providers_
     assert h2["x-llm-model"] == ["gpt-4o-mini"]
 
 
+def test_a_header_sent_twice_is_restored_with_both_values_only_for_the_provider_that_takes_it(gw, chain_backends):
+    # openai forwards the client's openai-* headers, vllm does not: the downstream role holds both
+    # values back, vllm's attempt goes without them and openai's restores both (set, then add).
+    body = json.dumps({"model": CHAIN_MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    r = gw.client.post("/v1/chat/completions", content=body, headers=[
+        ("content-type", "application/json"), ("openai-beta", "one"), ("openai-beta", "two"),
+        ("x-mock-fail", "vllm=503")])
+    assert r.status_code == 200, r.text
+    [first], [second] = received(chain_backends, "vllm"), received(chain_backends, "openai")
+    assert "openai-beta" not in headers_of(first)
+    assert headers_of(second)["openai-beta"] == ["one", "two"]
+
+
 def falls_back_with_the_model_replaced(gw, chain_backends, body):
     """Sends `body` for the chain with vllm failing: openai's attempt gets exactly `body` with the
     model replaced, and a content-length that matches."""
