@@ -1,7 +1,7 @@
 //! Carrying out a [`Decision`] on a host: the order of the header changes, when the route cache is
-//! cleared, what a rejection reply looks like and which counters move. Both glues (proxy-wasm in
-//! `wasm/`, the Envoy dynamic module in `native/`) implement [`Host`] with their host's calls and
-//! nothing else, so one test here covers both.
+//! cleared, what a rejection reply looks like, which counters move (also on a fallback chain's final
+//! response). Both glues (proxy-wasm in `wasm/`, the Envoy dynamic module in `native/`) implement
+//! [`Host`] with their host's calls and nothing else, so one test here covers both.
 
 use crate::counters;
 use crate::decision::{Decision, Headers, Rewrite};

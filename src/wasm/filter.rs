@@ -110,7 +110,7 @@ impl<'m> Wasm<'m> {
 impl Drop for Wasm<'_> {
     fn drop(&mut self) {
         if let Some(metrics) = self.metrics {
-            metrics.request_done();
+            metrics.step_done();
         }
     }
 }

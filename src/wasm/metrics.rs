@@ -60,13 +60,13 @@ impl Metrics {
         metrics
     }
 
-    /// Without a timer, increments go to Envoy at the end of each request instead.
+    /// Without a timer, increments go to Envoy at the end of each step instead ([`Metrics::step_done`]).
     pub fn without_timer(&self) {
         self.flush_each_request.set(true);
     }
 
-    /// Called when a request's counters are complete.
-    pub fn request_done(&self) {
+    /// Called after each step of a request that may have counted.
+    pub fn step_done(&self) {
         if self.flush_each_request.get() {
             self.flush();
         }
