@@ -1,6 +1,7 @@
 //! The proxy-wasm glue: reads what the host has, hands it to [`crate::flow`], and carries out the
 //! [`Decision`] through [`crate::outcome`], like the native glue. No rule lives here.
 
+use super::READ_PIECE;
 use crate::config::Role;
 use crate::decision::Decision;
 use crate::flow::{self, AfterHeaders, BodyRead};
@@ -73,9 +74,6 @@ fn follow_host_log_level() {
     }
 }
 
-/// Largest piece of body copied into the VM at once.
-const READ_PIECE: usize = 64 * 1024;
-
 struct Filter {
     ready: Option<Rc<(Policy, Metrics)>>,
     stage: Stage,
@@ -95,8 +93,9 @@ enum Stage {
     Done,
 }
 
-/// Envoy, through proxy-wasm, as the core's [`Host`] (and, in `upstream`, its `AttemptHost`). Counters go to the VM's batch
-/// ([`Metrics`]); a host without a timer gets them when this is dropped, at the end of each step.
+/// Envoy, through proxy-wasm, as the core's [`Host`] (and, in `upstream`, its `AttemptHost`).
+/// Counters go to the VM's batch ([`Metrics`]); a host without a timer gets them when this is
+/// dropped, at the end of each step.
 pub(super) struct Wasm<'m> {
     metrics: Option<&'m Metrics>,
 }

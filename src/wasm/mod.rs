@@ -4,3 +4,6 @@
 mod filter;
 pub(crate) mod metrics;
 mod upstream;
+
+/// Largest piece of body copied into the VM at once (wasm memory never shrinks: see SPEC §7).
+const READ_PIECE: usize = 64 * 1024;

@@ -4,6 +4,7 @@
 //! result out through [`crate::attempt_outcome`] (and the model splice to the body). No rule lives
 //! here.
 
+use super::READ_PIECE;
 use super::filter::{Wasm, reject};
 use crate::attempt::decide_attempt;
 use crate::attempt_outcome::{self, AttemptHost, AttemptOutcome};
@@ -20,9 +21,6 @@ use std::rc::Rc;
 /// Where the chosen endpoint names its provider: `filter_metadata.llm_header_forward.provider`.
 const ENDPOINT_PROVIDER: [&str; 5] =
     ["xds", "upstream_host_metadata", "filter_metadata", "llm_header_forward", "provider"];
-
-/// Largest piece of body copied into the VM at once.
-const READ_PIECE: usize = 64 * 1024;
 
 pub(super) struct Upstream {
     pub(super) ready: Option<Rc<(Policy, Metrics)>>,
