@@ -57,7 +57,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let ready = self.ready.clone();
         if ready.as_ref().is_some_and(|r| r.0.role == Role::Upstream) {
-            return Some(Box::new(Upstream { ready, model: None, read: 0, has_content_length: false }));
+            return Some(Box::new(Upstream { ready, model: None, read: 0, original_length: None }));
         }
         Some(Box::new(Filter { ready, stage: Stage::Headers }))
     }

@@ -27,7 +27,8 @@ pub(super) struct Upstream {
     /// Set when this attempt rewrites the model: the body is read up to the end of its value.
     pub(super) model: Option<ModelRewrite>,
     pub(super) read: usize,
-    pub(super) has_content_length: bool,
+    /// The client's `content-length`, if it sent one (set again after the splice).
+    pub(super) original_length: Option<usize>,
 }
 
 impl Context for Upstream {}
@@ -52,8 +53,8 @@ impl HttpContext for Upstream {
         let attempt = decide_attempt(policy, handover.as_deref(), &headers, endpoint.as_deref(), &earlier);
         match attempt_outcome::carry_out(policy, attempt, &mut Wasm::new(Some(&ready))) {
             AttemptOutcome::Replied => Action::Pause,
-            AttemptOutcome::Forwarded { model: Some(model), .. } if !end_of_stream => {
-                self.has_content_length = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+            AttemptOutcome::Forwarded { model: Some(model), original_length } if !end_of_stream => {
+                self.original_length = original_length;
                 self.model = Some(ModelRewrite::new(model));
                 Action::Pause
             }
@@ -77,26 +78,45 @@ impl HttpContext for Upstream {
             self.read += piece.len();
             rewrite.feed(&piece);
         }
+        // Spliced as soon as the value's end is known: a body that ends with trailers never
+        // brings `end_of_stream` here.
+        if rewrite.found() {
+            return self.splice();
+        }
         if !end_of_stream {
             return Action::Pause;
         }
+        self.fail(attempt_outcome::no_model_to_replace())
+    }
+
+    /// Trailers end a body whose model was never found: refused like a body that ends without one.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.model.is_none() {
+            return Action::Continue;
+        }
+        self.fail(attempt_outcome::no_model_to_replace())
+    }
+}
+
+impl Upstream {
+    /// Swaps the body's prefix up to the end of the model's value (Envoy holds the body read so
+    /// far) and lets the rest flow on, with `content-length` fixed when the client sent one.
+    fn splice(&mut self) -> Action {
         let Some(splice) = self.model.take().and_then(ModelRewrite::splice) else {
             return self.fail(attempt_outcome::no_model_to_replace());
         };
         if hostcalls::set_buffer(BufferType::HttpRequestBody, 0, splice.drain, &splice.replacement).is_err() {
             return self.fail(Rejection::internal("cannot rewrite the request body"));
         }
-        if self.has_content_length {
-            let length = splice.new_length(body_size).to_string();
+        if let Some(length) = self.original_length {
+            let length = splice.new_length(length).to_string();
             if hostcalls::set_map_value(MapType::HttpRequestHeaders, "content-length", Some(&length)).is_err() {
                 return self.fail(Rejection::internal("cannot set content-length"));
             }
         }
         Action::Continue
     }
-}
 
-impl Upstream {
     fn fail(&mut self, rejection: Rejection) -> Action {
         self.model = None;
         if let Some(ready) = self.ready.as_deref() {

@@ -105,6 +105,28 @@ def test_model_override_after_a_large_body_crosses_envoys_buffer_slices(gw, chai
     falls_back_with_the_model_replaced(gw, chain_backends, body[:-1] + b', "model": "llama-3-70b"}')
 
 
+def test_model_override_when_the_body_ends_with_trailers(gw, chain_backends):
+    """An HTTP/2 body that ends with trailers never has a data frame with end_stream: the wasm glue
+    used to splice the model only then, so openai's attempt got vllm's model name."""
+    from h2c import Client, request_headers
+
+    body = json.dumps({"model": CHAIN_MODEL, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    port = int(gw.base.rsplit(":", 1)[1])
+    c = Client(port)
+    try:
+        sid = c.open(request_headers(port, extra=[("content-type", "application/json"), ("x-mock-fail", "vllm=503")]))
+        c.data(sid, body)
+        c.trailers(sid, [("x-body-checksum", "abc123")])
+        r = c.response(sid)
+    finally:
+        c.close()
+    assert r["status"] == 200, r
+    [first] = received(chain_backends, "vllm")
+    [second] = received(chain_backends, "openai")
+    assert json.loads(first["body"])["model"] == CHAIN_MODEL
+    assert second["body"].encode() == body.replace(b'"llama-3-70b"', b'"gpt-4o-mini"')
+
+
 def test_refused_connection_falls_back(chain_backends):
     import socket
 
