@@ -628,11 +628,23 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     0
 }
 
+/// The stream is over (answered, or reset when the client went away): nothing can be answered
+/// any more, so a panic here is only caught.
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
-    _filter_envoy: *mut c_void,
-    _filter_module: *mut c_void,
+    filter_envoy: *mut c_void,
+    filter_module: *mut c_void,
 ) {
+    if filter_module.is_null() {
+        return;
+    }
+    // SAFETY: as in `request_hook`: the Instance from `filter_new`, alive until `destroy` (Envoy
+    // calls this hook before it), used by one hook at a time; its config outlives it.
+    let instance = unsafe { &mut *filter_module.cast::<Instance>() };
+    // SAFETY: as above.
+    let config = unsafe { &*instance.config };
+    let mut stream = Stream { ptr: filter_envoy, _call: PhantomData };
+    let _ = catch_unwind(AssertUnwindSafe(|| instance.filter.on_stream_complete(config, &mut stream)));
 }
 
 #[unsafe(no_mangle)]

@@ -197,7 +197,7 @@ impl Filter {
         HeadersStatus::Continue
     }
 
-    /// The response began: counts what the attempts' upstream role handed over
+    /// The response began: counts what the attempts' upstream role handed over so far
     /// ([`super::metrics`]) and an exhausted chain ([`outcome::response_started`]).
     pub fn on_response_headers(&mut self, config: &Config, stream: &mut Stream) {
         if let Some(target) = self.forwarded {
@@ -205,6 +205,14 @@ impl Filter {
                 config.counters.take_handed_over(stream);
             }
             outcome::response_started(&config.policy, target, &mut self.host(config, stream));
+        }
+    }
+
+    /// The stream is over: counts what the attempts' upstream role handed over and no response
+    /// took yet (the client went away first).
+    pub fn on_stream_complete(&mut self, config: &Config, stream: &mut Stream) {
+        if let Some(Some(Target::Chain(_))) = self.forwarded {
+            config.counters.take_handed_over(stream);
         }
     }
 
@@ -313,6 +321,12 @@ impl StreamFilter {
     pub fn on_response_headers(&mut self, config: &Config, stream: &mut Stream) {
         if let StreamFilter::Downstream(f) = self {
             f.on_response_headers(config, stream);
+        }
+    }
+
+    pub fn on_stream_complete(&mut self, config: &Config, stream: &mut Stream) {
+        if let StreamFilter::Downstream(f) = self {
+            f.on_stream_complete(config, stream);
         }
     }
 

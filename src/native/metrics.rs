@@ -7,7 +7,7 @@
 //! (`cluster.<name>.dynamicmodulescustom.…`), not under the names the wasm build publishes. So the
 //! upstream role defines no counters; it appends the counter's name to a list in filter state
 //! ([`COUNTS_KEY`]), and the listener's filter, which shares that filter state, adds them to its
-//! own counters when the response starts.
+//! own counters when the response starts and when the stream ends (a client that went away).
 
 use super::abi::{ConfigHandle, Stream};
 use crate::config::Role;

@@ -4,6 +4,7 @@ carry only what its own provider's rules produce; the mocks record what each att
 
 import json
 
+import httpx
 import pytest
 
 from harness import Gateway, error_code, shipped_plugin_config
@@ -244,6 +245,18 @@ def test_attempts_per_chain_and_provider_and_exhausted_chains_are_counted(chain_
         assert {name: stats.get(prefix + name) for name in expected} == expected
         # Under the same names as the wasm build's, not under the chain cluster's stats scope.
         assert not [n for n in stats if n.startswith("cluster.llama-ha.") and "llm_header_forward" in n]
+    finally:
+        g.stop()
+
+
+def test_an_attempt_is_counted_when_the_client_goes_away_before_any_response(chain_backends):
+    # vllm takes 3 s; the client gives up after 1 s, long after the attempt was fitted to vllm.
+    g = Gateway(chain_backends)
+    try:
+        with pytest.raises(httpx.TimeoutException):
+            g.chat(CHAIN_MODEL, path="/v1/chat/completions?delay_ms=3000", timeout=1.0)
+        name = g.stat("chain.llama-ha.attempts.vllm")
+        assert g.wait_for_stat(name, 1).get(name) == 1
     finally:
         g.stop()
 
