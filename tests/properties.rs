@@ -172,3 +172,44 @@ fn every_generator_configuration_is_valid() {
         }
     }
 }
+
+/// The content of one long skipped string: runs of plain bytes (so specials fall in every lane of
+/// several 64-byte windows, several per window) mixed with escapes, UTF-8 and invalid bytes.
+fn long_string_content() -> impl Strategy<Value = Vec<u8>> {
+    let atom = prop_oneof![
+        4 => (0..80usize).prop_map(|n| vec![b'a'; n]),
+        1 => prop::sample::select(vec![
+            &b"\\n"[..], b"\\\"", b"\\\\", b"\\/", b"\\u00e9", b"\\ud83d\\ude00", b"\\x", b"\\u12", b"\\udc00",
+            b"\\ud83dx", b"\\ud83d\\u0041", b"\\", b"\\u", "\u{e9}".as_bytes(), "\u{2019}".as_bytes(),
+            "\u{1f600}".as_bytes(), b"\x01", b"\x1f", b"\x7f", b"\x80", b"\xc3", b"\xc3(", b"\xe2\x80",
+            b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xff", b"\"", b" ", b"\t",
+        ])
+        .prop_map(|s| s.to_vec()),
+    ];
+    proptest::collection::vec(atom, 0..24).prop_map(|atoms| atoms.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Long skipped strings with several specials per 64-byte window agree with serde_json, whole
+    /// and cut anywhere into three pieces (the 64-byte-mask loop and its chunk edges).
+    #[test]
+    fn long_skipped_strings_agree_with_serde_json(
+        content in long_string_content(),
+        offset in 0..64usize,
+        cuts in (any::<prop::sample::Index>(), any::<prop::sample::Index>()),
+    ) {
+        let mut body = br#"{"messages":[{"content":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'b', offset));
+        body.extend_from_slice(&content);
+        body.extend_from_slice(br#""}],"model":"m"}"#);
+        let Some(expected) = expected_scan(&body) else { return Ok(()) };
+        let whole = scan(&[&body]);
+        prop_assert!(scan_agrees(&whole, &expected), "{:?}: {whole:?} vs {expected:?}", String::from_utf8_lossy(&body));
+        let (mut x, mut y) = (cuts.0.index(body.len() + 1), cuts.1.index(body.len() + 1));
+        if x > y { std::mem::swap(&mut x, &mut y); }
+        let pieces = scan(&[&body[..x], &body[x..y], &body[y..]]);
+        prop_assert!(scan_agrees(&pieces, &expected), "cut {x} {y}: {:?}: {pieces:?} vs {expected:?}", String::from_utf8_lossy(&body));
+    }
+}
