@@ -88,6 +88,31 @@ def test_malformed_json(gateway, body):
     rejected(gateway.chat(body=body), 400, "invalid_json")
 
 
+# Each is put in a long prompt at lanes around the scanner's 64-byte windows (counted from the
+# string's first byte), then the top-level model: what each build (the wasm build runs the wasm-SIMD
+# marking, the native one AVX2 or SSE2) must accept or refuse, as serde_json does (which, unlike
+# Python's json, refuses lone surrogates).
+VALID_IN_STRINGS = [b"\\n", b'\\"', b"\\\\", b"\\u00e9", b"\\ud83d\\ude00", "\u00e9".encode(), "\u20ac".encode(),
+                    "\U0001f600".encode(), b"\x7f"]
+INVALID_IN_STRINGS = [b"\x01", b"\x1f", b"\x80", b"\xc3(", b"\xe2\x80(", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+                      b"\xc0\xaf", b"\\x", b"\\udc00", b"\\ud83dx", b"\n", b"\t"]
+
+
+def test_specials_at_the_scanners_window_edges_are_judged_like_serde_json(gateway):
+    wrong = []
+    for lane in [0, 1, 31, 32, 33, 61, 62, 63, 64, 65, 127, 128]:
+        for special in VALID_IN_STRINGS + INVALID_IN_STRINGS:
+            body = (b'{"messages":[{"role":"user","content":"' + b"a" * lane + special + b"b" * 70 + special
+                    + b'c"}],"model":"llama-3-8b"}')
+            valid = special in VALID_IN_STRINGS
+            r = gateway.chat(body=body)
+            if valid and (r.status_code != 200 or upstream(r)["headers"]["x-llm-provider"] != ["vllm"]):
+                wrong.append((lane, special, r.status_code, r.text[:200]))
+            if not valid and (r.status_code != 400 or error_code(r) != "invalid_json"):
+                wrong.append((lane, special, r.status_code, r.text[:200]))
+    assert not wrong, wrong
+
+
 def test_body_over_max_bytes_by_content_length(lab):
     body = json.dumps({"model": "llama-3-8b", "pad": "p" * 5000})
     rejected(lab.chat(body=body), 413, "request_too_large")
