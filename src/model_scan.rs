@@ -8,7 +8,8 @@
 //! is any other top-level key equal to `model` under ASCII case folding (`"Model"`, `"MODEL"`,
 //! `"mod\u0065L"`): Go's `encoding/json` and ASP.NET Core match keys case-insensitively, so a
 //! backend could serve that one instead.
-//! Long strings (prompts, base64 images) are skipped eight bytes at a time.
+//! Long strings (prompts, base64 images) are skipped 64 bytes at a time, and the escapes and UTF-8
+//! sequences in them are validated without leaving that loop ([`skip_string`]).
 //!
 //! Memory is fixed whatever the body: the nesting stack is one bit per level for at most
 //! [`MAX_DEPTH`] levels (a body nested deeper is refused when the level past the limit opens, before
@@ -353,38 +354,15 @@ impl ModelScanner {
     fn string(&mut self, s: &[u8], mut i: usize) -> Result<usize, ScanError> {
         // Skipped strings take the fast path: whole runs of plain bytes, escapes and UTF-8
         // sequences at a time. Decoded strings, and sequences split across chunks, go byte by byte.
-        let mut window = Window::default();
-        while self.role == Role::Other && self.utf8_need == 0 && self.escape == Escape::None {
-            i = skip_plain(s, i, &mut window);
-            let Some(&b) = s.get(i) else { return Ok(i) };
-            match b {
-                b'"' => {
+        if self.role == Role::Other && self.utf8_need == 0 && self.escape == Escape::None {
+            match skip_string(s, i) {
+                Skip::Quote(q) => {
                     self.string_done()?;
-                    return Ok(i + 1);
+                    return Ok(q + 1);
                 }
-                b'\\' => match whole_escape(s, i) {
-                    Some(len) => i += len,
-                    None => break,
-                },
-                0x80..=0xff => {
-                    // Runs of non-ASCII text (CJK, emoji) are validated here sequence by sequence.
-                    while let Some(&lead) = s.get(i).filter(|&&b| b >= 0x80) {
-                        let Some((need, lo, hi)) = utf8_lead(lead) else { return Err(self.malformed(i)) };
-                        let Some(tail) = s.get(i + 1..i + 1 + need as usize) else { break };
-                        let ok = tail
-                            .iter()
-                            .enumerate()
-                            .all(|(k, &c)| if k == 0 { (lo..=hi).contains(&c) } else { (0x80..=0xbf).contains(&c) });
-                        if !ok {
-                            return Err(self.malformed(i + 1));
-                        }
-                        i += 1 + need as usize;
-                    }
-                    if s.get(i).is_some_and(|&b| b >= 0x80) {
-                        break; // a sequence continues in the next chunk
-                    }
-                }
-                _ => return Err(self.malformed(i)),
+                Skip::End => return Ok(s.len()),
+                Skip::Malformed(at) => return Err(self.malformed(at)),
+                Skip::Slow(at) => i = at,
             }
         }
         while let Some(&b) = s.get(i) {
@@ -629,71 +607,117 @@ fn hex4(digits: &[u8]) -> Option<u32> {
     digits.iter().try_fold(0u32, |acc, &d| Some(acc << 4 | (d as char).to_digit(16)?))
 }
 
-/// Index of the first byte at or after `i` that ends a plain run inside a string: `"`, `\`,
-/// a control character or a non-ASCII byte (which starts UTF-8 validation). In the wasm build
-/// (V8 runs wasm SIMD) sixteen bytes at a time, then the portable version for the tail.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline]
-fn skip_plain(s: &[u8], mut i: usize, _window: &mut Window) -> usize {
-    use core::arch::wasm32::{
-        i8x16_lt, i8x16_splat, u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, v128, v128_any_true, v128_load, v128_or,
-    };
-    let (quote, backslash, space, zero) = (u8x16_splat(b'"'), u8x16_splat(b'\\'), u8x16_splat(0x20), i8x16_splat(0));
-    let special = |v: v128| {
-        v128_or(v128_or(u8x16_eq(v, quote), u8x16_eq(v, backslash)), v128_or(u8x16_lt(v, space), i8x16_lt(v, zero)))
-    };
-    // Long plain runs: 64 bytes per test; the 16-byte loop below finds the exact position.
-    while let Some(window) = s.get(i..i + 64) {
-        let p = window.as_ptr() as *const v128;
-        // SAFETY: `window` is 64 readable bytes; wasm loads need no alignment.
-        let (a, b, c, d) = unsafe { (v128_load(p), v128_load(p.add(1)), v128_load(p.add(2)), v128_load(p.add(3))) };
-        if v128_any_true(v128_or(v128_or(special(a), special(b)), v128_or(special(c), special(d)))) {
-            break;
-        }
-        i += 64;
-    }
-    while let Some(window) = s.get(i..i + 16) {
-        // SAFETY: `window` is 16 readable bytes; wasm loads need no alignment.
-        let v = unsafe { v128_load(window.as_ptr() as *const v128) };
-        let mask = u8x16_bitmask(special(v));
-        if mask != 0 {
-            return i + mask.trailing_zeros() as usize;
-        }
-        i += 16;
-    }
-    skip_plain_swar(s, i)
+/// Where [`skip_string`] stopped in a skipped string (one that is neither a top-level key nor the
+/// model, so nothing in it is decoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// The closing quote is at this index.
+    Quote(usize),
+    /// Every byte of the chunk was valid string content.
+    End,
+    /// Invalid at this index: a control character, or a UTF-8 sequence (the offset is the one the
+    /// byte-by-byte path of earlier versions reported: the lead byte for a bad lead, the byte after
+    /// it for a bad continuation).
+    Malformed(usize),
+    /// An escape that is invalid or not whole in this chunk, or a UTF-8 sequence that continues in
+    /// the next chunk, starts here: the byte-by-byte path takes over.
+    Slow(usize),
 }
 
-/// The last 64-byte window `skip_plain` tested and its bit mask of special bytes: a string with a
-/// special byte every few dozen bytes (prose with `\n`, quotes, accents) then costs one bit scan
-/// per special byte instead of new compares. Valid for one chunk only.
-#[derive(Default)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-struct Window {
-    base: usize,
-    mask: u64,
-    valid: bool,
+/// Skips string content from `s[i]`, 64 bytes per step: `block` marks the bytes of a 64-byte
+/// window that may matter (`"`, `\`, control characters and every byte >= 0x80; a false positive
+/// only costs a look), and each marked byte is handled here: an escape or a UTF-8 sequence whole in
+/// the chunk is validated and jumped over, and the search goes on in the same mask. The last
+/// window of a chunk is padded with plain bytes, which are never marked.
+#[inline(always)]
+fn skip_string_with(s: &[u8], mut i: usize, block: impl Fn(&[u8; 64]) -> u64) -> Skip {
+    loop {
+        let base = i;
+        let mut mask = match s.get(base..base + 64).and_then(|w| <&[u8; 64]>::try_from(w).ok()) {
+            Some(window) => block(window),
+            None => {
+                let rest = s.get(base..).unwrap_or_default();
+                if rest.is_empty() {
+                    return Skip::End;
+                }
+                let mut padded = [b' '; 64];
+                if let Some(head) = padded.get_mut(..rest.len()) {
+                    head.copy_from_slice(rest);
+                }
+                block(&padded)
+            }
+        };
+        while mask != 0 {
+            let at = base + mask.trailing_zeros() as usize;
+            let Some(&b) = s.get(at) else { return Skip::End };
+            i = match b {
+                b'"' => return Skip::Quote(at),
+                b'\\' => match s.get(at + 1) {
+                    // The common escapes inline; `\u` and anything odd through `whole_escape`.
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at + 2,
+                    _ => match whole_escape(s, at) {
+                        Some(len) => at + len,
+                        None => return Skip::Slow(at),
+                    },
+                },
+                0x80..=0xff => {
+                    // A run of non-ASCII text (CJK, emoji) is validated sequence by sequence here.
+                    let mut at = at;
+                    loop {
+                        let lead = s.get(at).copied().unwrap_or_default();
+                        let Some((need, lo, hi)) = utf8_lead(lead) else { return Skip::Malformed(at) };
+                        let Some(tail) = s.get(at + 1..at + 1 + need as usize) else { return Skip::Slow(at) };
+                        let ok = tail
+                            .iter()
+                            .enumerate()
+                            .all(|(k, &c)| if k == 0 { (lo..=hi).contains(&c) } else { (0x80..=0xbf).contains(&c) });
+                        if !ok {
+                            return Skip::Malformed(at + 1);
+                        }
+                        at += 1 + need as usize;
+                        if s.get(at).is_none_or(|&b| b < 0x80) {
+                            break at;
+                        }
+                    }
+                }
+                0..=0x1f => return Skip::Malformed(at),
+                _ => at + 1,
+            };
+            let done = i - base;
+            if done >= 64 {
+                break;
+            }
+            mask &= u64::MAX << done;
+        }
+        // Nothing more in this window: the next one starts where it ended, or after the sequence
+        // that crossed its end.
+        i = i.max(base + 64);
+    }
 }
 
-/// The native build on x86-64 (SSE2 is part of the x86-64 baseline, so no run-time detection):
-/// 64 bytes per step as one bit mask whose lowest set bit is the answer (kept in `window` for the
-/// next call), then sixteen, then the portable version for the tail.
+/// The portable marking of a 64-byte window, one byte at a time.
+#[cfg_attr(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")), allow(dead_code))]
+fn block_scalar(w: &[u8; 64]) -> u64 {
+    w.iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
+        .fold(0, |mask, (k, _)| mask | 1 << k)
+}
+
+/// x86-64 baseline (SSE2, no detection needed): four 16-byte compares. A signed compare with 0x20
+/// marks control characters and every byte >= 0x80 at once.
 #[cfg(target_arch = "x86_64")]
-#[inline]
-fn skip_plain(s: &[u8], mut i: usize, window: &mut Window) -> usize {
+#[inline(always)]
+fn block_sse2(w: &[u8; 64]) -> u64 {
     use core::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
-    // One bit per byte of `bytes[..16]` that is `"`, `\` or below 0x20 as a signed byte (which
-    // catches control characters and every byte >= 0x80 at once).
-    let mask16 = |bytes: &[u8]| -> u64 {
-        if bytes.len() < 16 {
-            return 0;
-        }
-        // SAFETY: `bytes` has at least 16 readable bytes and `loadu` needs no alignment; the other
-        // intrinsics compute on registers, with SSE2 enabled on every x86-64 target.
+    let p = w.as_ptr() as *const __m128i;
+    let part = |k: usize| -> u64 {
+        // SAFETY: `w` is 64 readable bytes, so `p.add(k)` for k < 4 is 16 of them; `loadu` needs no
+        // alignment; SSE2 is enabled on every x86-64 target.
         unsafe {
-            let v = _mm_loadu_si128(bytes.as_ptr() as *const __m128i);
+            let v = _mm_loadu_si128(p.add(k));
             let hits = _mm_or_si128(
                 _mm_or_si128(
                     _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
@@ -704,65 +728,82 @@ fn skip_plain(s: &[u8], mut i: usize, window: &mut Window) -> usize {
             _mm_movemask_epi8(hits) as u16 as u64
         }
     };
-    if window.valid && i >= window.base && i < window.base + 64 {
-        let rest = window.mask & (u64::MAX << (i - window.base));
-        if rest != 0 {
-            return window.base + rest.trailing_zeros() as usize;
-        }
-        i = window.base + 64;
-    }
-    while let Some(bytes) = s.get(i..i + 64) {
-        let mask = mask16(bytes) | mask16(&bytes[16..]) << 16 | mask16(&bytes[32..]) << 32 | mask16(&bytes[48..]) << 48;
-        if mask != 0 {
-            *window = Window { base: i, mask, valid: true };
-            return i + mask.trailing_zeros() as usize;
-        }
-        i += 64;
-    }
-    window.valid = false;
-    while let Some(bytes) = s.get(i..i + 16) {
-        let mask = mask16(bytes);
-        if mask != 0 {
-            return i + mask.trailing_zeros() as usize;
-        }
-        i += 16;
-    }
-    skip_plain_swar(s, i)
+    part(0) | part(1) << 16 | part(2) << 32 | part(3) << 48
 }
 
-#[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
-#[inline]
-fn skip_plain(s: &[u8], i: usize, _window: &mut Window) -> usize {
-    skip_plain_swar(s, i)
+/// The same with AVX2: two 32-byte compares. Not inlined: inlined, LLVM turned the mask into
+/// 64 single-bit operations (5x slower).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline(never)]
+fn block_avx2(w: &[u8; 64]) -> u64 {
+    use core::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8,
+    };
+    let p = w.as_ptr() as *const __m256i;
+    let part = |k: usize| -> u64 {
+        // SAFETY: `w` is 64 readable bytes, so `p.add(k)` for k < 2 is 32 of them; `loadu` needs no
+        // alignment; AVX2 is enabled for this function.
+        unsafe {
+            let v = _mm256_loadu_si256(p.add(k));
+            let hits = _mm256_or_si256(
+                _mm256_or_si256(
+                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8)),
+                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8)),
+                ),
+                _mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), v),
+            );
+            _mm256_movemask_epi8(hits) as u32 as u64
+        }
+    };
+    part(0) | part(1) << 32
 }
 
-/// The portable `skip_plain`, eight bytes at a time: each test below sets the top bit of a byte that qualifies; borrows can only disturb bytes above
-/// the first one that qualifies, so the lowest set bit is exact.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn skip_string_avx2(s: &[u8], i: usize) -> Skip {
+    skip_string_with(s, i, |w| block_avx2(w))
+}
+
+/// The native build on x86-64: AVX2 where the CPU has it (detected at run time; the result is
+/// cached by the standard library), SSE2 otherwise.
+#[cfg(target_arch = "x86_64")]
 #[inline]
-fn skip_plain_swar(s: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    while let Some(window) = s.get(i..i + 8) {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(window);
-        let v = u64::from_le_bytes(bytes);
-        let hits = zero_byte(v ^ (ONES * b'"' as u64))
-            | zero_byte(v ^ (ONES * b'\\' as u64))
-            | (v.wrapping_sub(ONES * 0x20) & !v & HIGH)
-            | (v & HIGH);
-        if hits != 0 {
-            return i + (hits.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
+fn skip_string(s: &[u8], i: usize) -> Skip {
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available on this CPU (checked just above).
+        unsafe { skip_string_avx2(s, i) }
+    } else {
+        skip_string_with(s, i, block_sse2)
     }
-    while let Some(&b) = s.get(i) {
-        if b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b) {
-            break;
-        }
-        i += 1;
-    }
-    i
+}
+
+/// The wasm build (V8 runs wasm SIMD): four 16-byte compares.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline]
+fn skip_string(s: &[u8], i: usize) -> Skip {
+    use core::arch::wasm32::{i8x16_bitmask, i8x16_lt, i8x16_splat, u8x16_eq, u8x16_splat, v128, v128_load, v128_or};
+    skip_string_with(s, i, |w| {
+        let p = w.as_ptr() as *const v128;
+        let part = |k: usize| -> u64 {
+            // SAFETY: `w` is 64 readable bytes, so `p.add(k)` for k < 4 is 16 of them; wasm loads
+            // need no alignment.
+            let v = unsafe { v128_load(p.add(k)) };
+            let hits = v128_or(
+                v128_or(u8x16_eq(v, u8x16_splat(b'"')), u8x16_eq(v, u8x16_splat(b'\\'))),
+                i8x16_lt(v, i8x16_splat(0x20)),
+            );
+            i8x16_bitmask(hits) as u64
+        };
+        part(0) | part(1) << 16 | part(2) << 32 | part(3) << 48
+    })
+}
+
+#[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
+#[inline]
+fn skip_string(s: &[u8], i: usize) -> Skip {
+    skip_string_with(s, i, block_scalar)
 }
 
 #[cfg(test)]
@@ -1033,6 +1074,113 @@ mod tests {
             body[6 + pos] = 0x01;
             let mut s = ModelScanner::new();
             assert_eq!(s.feed(&body), Err(ScanError::Malformed { offset: 6 + pos }));
+        }
+    }
+
+    /// What the string fast path stops at, valid and not: escapes (whole, invalid, cut short),
+    /// UTF-8 (valid, stray continuation, bad lead, bad or missing continuation, surrogate, past
+    /// U+10FFFF), control characters and the closing quote.
+    const SPECIALS: &[&[u8]] = &[
+        b"\\n",
+        b"\\\"",
+        b"\\\\",
+        b"\\/",
+        b"\\u00e9",
+        b"\\ud83d\\ude00",
+        b"\\x",
+        b"\\u12",
+        b"\\udc00",
+        b"\\ud83dx",
+        "\u{e9}".as_bytes(),
+        "\u{2019}".as_bytes(),
+        "\u{1f600}".as_bytes(),
+        "\u{e9}\u{4e2d}\u{1f600}".as_bytes(),
+        b"\x01",
+        b"\x1f",
+        b"\x80",
+        b"\xc3",
+        b"\xc3(",
+        b"\xe2\x80",
+        b"\xe2\x80(",
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",
+        b"\xc0\xaf",
+        b"\xff",
+        b"\"",
+        b"\x7f~ ",
+    ];
+
+    /// `{"content":"<before x 'a'><special>tail","model":"m"}`: the special lands in every lane of
+    /// the first two 64-byte windows and across their boundary.
+    fn body_with_special(before: usize, special: &[u8]) -> Vec<u8> {
+        let mut body = br#"{"content":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'a', before));
+        body.extend_from_slice(special);
+        body.extend_from_slice(br#"tail","model":"m"}"#);
+        body
+    }
+
+    #[test]
+    fn a_special_byte_in_every_lane_agrees_with_serde_json_whatever_the_chunking() {
+        for special in SPECIALS {
+            for before in 0..140 {
+                let body = body_with_special(before, special);
+                let whole = scan_chunks(&[&body]);
+                let valid = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
+                assert_eq!(whole.is_ok(), valid, "{:?}: {whole:?}", String::from_utf8_lossy(&body));
+                if valid {
+                    assert_eq!(whole, Ok(Some("m".into())));
+                }
+                // Cut just before, inside and just after the special (12: the opening bytes).
+                let at = 12 + before;
+                for cut in at.saturating_sub(2)..=(at + special.len() + 2).min(body.len()) {
+                    let (x, y) = body.split_at(cut);
+                    let r = scan_chunks(&[x, y]);
+                    assert_eq!(r.is_ok(), valid, "cut at {cut}: {:?}", String::from_utf8_lossy(&body));
+                    if valid {
+                        assert_eq!(r, whole);
+                    }
+                }
+                let bytes: Vec<&[u8]> = body.chunks(1).collect();
+                assert_eq!(scan_chunks(&bytes).is_ok(), valid, "byte by byte");
+            }
+        }
+    }
+
+    #[test]
+    fn an_invalid_byte_is_reported_where_it_was_before() {
+        // Control characters and bad leads at the byte itself; a bad continuation at the byte after
+        // the lead (what the filter's `invalid_json` message has always said).
+        for before in 0..140 {
+            let at = 12 + before;
+            for (special, offset) in [(&b"\x01"[..], at), (b"\x80", at), (b"\xff", at), (b"\xe2\x80(", at + 1)] {
+                let body = body_with_special(before, special);
+                let mut s = ModelScanner::new();
+                assert_eq!(s.feed(&body), Err(ScanError::Malformed { offset }), "{special:?} after {before}");
+            }
+        }
+    }
+
+    /// Each way of marking a 64-byte window (the one this CPU uses, and the others) finds the same
+    /// place in every body above, from every starting point inside the string.
+    #[test]
+    fn every_window_marking_stops_at_the_same_place() {
+        for special in SPECIALS {
+            for before in 0..140 {
+                let body = body_with_special(before, special);
+                for start in 12..body.len().min(12 + before + 8) {
+                    let want = skip_string_with(&body, start, block_scalar);
+                    assert_eq!(skip_string(&body, start), want, "{special:?} after {before} from {start}");
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        assert_eq!(skip_string_with(&body, start, block_sse2), want);
+                        if std::is_x86_feature_detected!("avx2") {
+                            // SAFETY: AVX2 was detected just above.
+                            assert_eq!(unsafe { skip_string_avx2(&body, start) }, want);
+                        }
+                    }
+                }
+            }
         }
     }
 }
