@@ -25,26 +25,51 @@ pub struct BodyRead {
 
 /// Called with the request headers; `end_of_stream` means there is no body.
 pub fn on_request_headers<'p>(policy: &'p Policy, headers: &Headers, end_of_stream: bool) -> AfterHeaders<'p> {
-    let not_read = || AfterHeaders::Decided(decide(policy, &Request { headers, body: BodyModel::NotRead }));
-    if end_of_stream || !policy.needs_model() || !header(headers, "content-type").is_some_and(is_json) {
-        return not_read();
+    match precheck(policy, |name| header(headers, name), end_of_stream) {
+        Precheck::ReadBody(read) => AfterHeaders::ReadBody(read),
+        Precheck::Reject(rejection) => AfterHeaders::Decided(Decision::Reject(rejection)),
+        Precheck::Decide => AfterHeaders::Decided(decide_without_body(policy, headers)),
     }
-    match header(headers, "content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok()) {
-        Some(0) => return not_read(),
-        Some(n) if n > policy.body_max_bytes as u64 => {
-            return AfterHeaders::Decided(Decision::Reject(too_large(policy)));
-        }
+}
+
+/// What the request headers decide before the whole header map is needed: [`on_request_headers`]
+/// in two steps, so a host can answer the first from its own header map without copying it.
+#[derive(Debug)]
+pub enum Precheck {
+    /// Hold the request and feed the body to [`BodyRead`]; the headers are needed at its end.
+    ReadBody(BodyRead),
+    /// Refused on these headers alone.
+    Reject(Rejection),
+    /// Decide now, without the body: [`decide_without_body`] on all the headers.
+    Decide,
+}
+
+/// The first step of [`on_request_headers`]. `header(name)` is the value of the first request
+/// header called `name` (any case); only `content-type`, `content-length` and `content-encoding`
+/// are asked for.
+pub fn precheck<'h>(policy: &Policy, header: impl Fn(&str) -> Option<&'h [u8]>, end_of_stream: bool) -> Precheck {
+    if end_of_stream || !policy.needs_model() || !header("content-type").is_some_and(is_json) {
+        return Precheck::Decide;
+    }
+    match header("content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok()) {
+        Some(0) => return Precheck::Decide,
+        Some(n) if n > policy.body_max_bytes as u64 => return Precheck::Reject(too_large(policy)),
         _ => {}
     }
-    if let Some(encoding) = header(headers, "content-encoding")
+    if let Some(encoding) = header("content-encoding")
         && !encoding.trim_ascii().eq_ignore_ascii_case(b"identity")
     {
-        return AfterHeaders::Decided(Decision::Reject(Rejection::new(
+        return Precheck::Reject(Rejection::new(
             ErrorCode::UnsupportedContentEncoding,
             "Compressed request bodies are not supported: the model must be read from the body",
-        )));
+        ));
     }
-    AfterHeaders::ReadBody(BodyRead::default())
+    Precheck::ReadBody(BodyRead::default())
+}
+
+/// The second step of [`on_request_headers`] after [`Precheck::Decide`].
+pub fn decide_without_body<'p>(policy: &'p Policy, headers: &Headers) -> Decision<'p> {
+    decide(policy, &Request { headers, body: BodyModel::NotRead })
 }
 
 impl BodyRead {
@@ -152,5 +177,19 @@ mod tests {
         for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "json", ""] {
             assert!(!is_json(ct.as_bytes()), "{ct}");
         }
+    }
+
+    #[test]
+    fn the_precheck_asks_only_for_the_body_headers() {
+        let policy = Policy::from_json(br#"{"providers":[{"name":"vllm","models":["llama-*"]}]}"#).expect("config");
+        let asked = std::cell::RefCell::new(Vec::new());
+        let headers: [(&str, &[u8]); 3] =
+            [("content-type", b"application/json"), ("content-length", b"12"), ("content-encoding", b"identity")];
+        let lookup = |name: &str| {
+            asked.borrow_mut().push(name.to_string());
+            headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        };
+        assert!(matches!(precheck(&policy, lookup, false), Precheck::ReadBody(_)));
+        assert_eq!(*asked.borrow(), ["content-type", "content-length", "content-encoding"]);
     }
 }

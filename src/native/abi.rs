@@ -226,6 +226,17 @@ impl Stream<'_> {
 
     /// Copies the header map `kind` into `out`.
     fn headers(&self, kind: i32, out: &mut Vec<(String, Vec<u8>)>) -> bool {
+        let Some(views) = self.header_views(kind) else { return false };
+        views.copy_into(out);
+        true
+    }
+
+    /// The request headers as views into Envoy's map, without copying them.
+    pub fn request_header_views(&self) -> Option<HeaderViews<'_>> {
+        self.header_views(REQUEST_HEADER)
+    }
+
+    fn header_views(&self, kind: i32) -> Option<HeaderViews<'_>> {
         // SAFETY: `ptr` is the stream of the running hook; `views` has exactly the size Envoy
         // reported, so Envoy writes within it.
         let views = unsafe {
@@ -240,19 +251,11 @@ impl Stream<'_> {
                 n
             ];
             if n > 0 && !envoy_dynamic_module_callback_http_get_headers(self.ptr, kind, views.as_mut_ptr()) {
-                return false;
+                return None;
             }
             views
         };
-        out.clear();
-        out.reserve(views.len());
-        for h in &views {
-            // SAFETY: the views point into Envoy's header map, valid until it changes; they are
-            // copied here, before this `&self` borrow ends (every change takes `&mut self`).
-            let (key, value) = unsafe { (bytes(h.key_ptr, h.key_length), bytes(h.value_ptr, h.value_length)) };
-            out.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
-        }
-        true
+        Some(HeaderViews { views, _stream: PhantomData })
     }
 
     /// Removes every value of a request trailer.
@@ -433,6 +436,37 @@ impl Stream<'_> {
             envoy_dynamic_module_callback_http_filter_increment_counter(self.ptr, id, std::ptr::null(), 0, by)
                 == METRICS_SUCCESS
         }
+    }
+}
+
+/// A header map as views into Envoy's memory. It borrows the [`Stream`] it came from, so no header
+/// can change (every change takes `&mut Stream`) while it lives: the views stay valid.
+pub struct HeaderViews<'s> {
+    views: Vec<HttpHeader>,
+    _stream: PhantomData<&'s ()>,
+}
+
+impl HeaderViews<'_> {
+    /// Every header, in Envoy's order, as `(name, value)`.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.views.iter().map(|h| {
+            // SAFETY: the views point into Envoy's header map, which cannot change while the
+            // `&Stream` borrow this value holds lives (see the type), and outlives the hook call the
+            // borrow is confined to.
+            unsafe { (bytes(h.key_ptr, h.key_length), bytes(h.value_ptr, h.value_length)) }
+        })
+    }
+
+    /// Copies every header into `out`.
+    pub fn copy_into(&self, out: &mut Vec<(String, Vec<u8>)>) {
+        out.clear();
+        out.reserve(self.views.len());
+        out.extend(self.iter().map(|(key, value)| (String::from_utf8_lossy(key).into_owned(), value.to_vec())));
+    }
+
+    /// The value of the first header called `name` (any case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(key, _)| key.eq_ignore_ascii_case(name.as_bytes())).map(|(_, value)| value)
     }
 }
 

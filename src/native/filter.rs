@@ -8,7 +8,8 @@ use super::abi::{Body, ConfigHandle, Stream};
 use super::metrics::Counters;
 use super::upstream::Upstream;
 use crate::config::Role;
-use crate::flow::{self, AfterHeaders, BodyRead};
+use crate::decision::Decision;
+use crate::flow::{self, BodyRead, Precheck};
 use crate::handover::HANDOVER_KEY;
 use crate::outcome::{self, Host, Outcome, Reply};
 use crate::policy::{Policy, Target};
@@ -125,21 +126,27 @@ impl Filter {
     pub fn on_request_headers(&mut self, config: &Config, stream: &mut Stream, end_of_stream: bool) -> HeadersStatus {
         let policy = &config.policy;
         outcome::request_seen(&mut self.host(config, stream));
-        let mut headers = std::mem::take(&mut self.headers);
-        if !stream.request_headers(false, &mut headers) {
+        // Whether to hold the request for its body takes three header values, read in place; the
+        // headers are copied only to decide now. A held request keeps no copy of them (issue 9):
+        // they are read again from Envoy when the body ends.
+        let Some(views) = stream.request_header_views() else {
             return self.reject(config, stream, Rejection::internal("cannot read the request headers"));
-        }
+        };
         #[cfg(feature = "native-panic-test")]
-        panic_on_request(&headers, b"headers");
-        let status = match flow::on_request_headers(policy, &headers, end_of_stream) {
-            AfterHeaders::Decided(decision) => self.carry_out(config, stream, decision),
-            AfterHeaders::ReadBody(read) => {
+        panic_on_request(views.iter(), b"headers");
+        let mut headers = std::mem::take(&mut self.headers);
+        let decision = match flow::precheck(policy, |name| views.get(name), end_of_stream) {
+            Precheck::ReadBody(read) => {
                 self.body = Some(read);
-                // A held request keeps no copy of its headers (issue 9): they are read again
-                // from Envoy when the body ends, so `headers` is dropped here, not kept.
                 return HeadersStatus::Stop;
             }
+            Precheck::Reject(rejection) => Decision::Reject(rejection),
+            Precheck::Decide => {
+                views.copy_into(&mut headers);
+                flow::decide_without_body(policy, &headers)
+            }
         };
+        let status = self.carry_out(config, stream, decision);
         self.headers = headers;
         status
     }
@@ -150,9 +157,8 @@ impl Filter {
         }
         #[cfg(feature = "native-panic-test")]
         {
-            let mut headers = Vec::new();
-            if stream.request_headers(false, &mut headers) {
-                panic_on_request(&headers, b"body");
+            if let Some(views) = stream.request_header_views() {
+                panic_on_request(views.iter(), b"body");
             }
         }
         // Everything received so far is Envoy's buffered body (earlier pieces) followed by this
@@ -343,8 +349,8 @@ impl StreamFilter {
 /// upstream role's request headers), to prove the guard.
 #[cfg(feature = "native-panic-test")]
 #[allow(clippy::panic)]
-pub(super) fn panic_on_request(headers: &[(String, Vec<u8>)], hook: &[u8]) {
-    if headers.iter().any(|(n, v)| n == "x-llm-header-forward-test-panic" && v == hook) {
+pub(super) fn panic_on_request<'h>(mut headers: impl Iterator<Item = (&'h [u8], &'h [u8])>, hook: &[u8]) {
+    if headers.any(|(n, v)| n == b"x-llm-header-forward-test-panic" && v == hook) {
         panic!("panic requested by the test");
     }
 }

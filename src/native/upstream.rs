@@ -36,7 +36,7 @@ impl Upstream {
             return self.refuse(config, stream, Rejection::internal("cannot read the request headers"));
         }
         #[cfg(feature = "native-panic-test")]
-        super::filter::panic_on_request(&headers, b"upstream");
+        super::filter::panic_on_request(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())), b"upstream");
         let handover = stream.filter_state(HANDOVER_KEY);
         let endpoint = stream.endpoint_metadata(ENDPOINT_NAMESPACE, ENDPOINT_KEY);
         let earlier = earlier_attempts(stream);
