@@ -47,17 +47,21 @@ pub enum Precheck {
 /// The first step of [`on_request_headers`]. `header(name)` is the value of the first request
 /// header called `name` (any case); only `content-type`, `content-length` and `content-encoding`
 /// are asked for.
-pub fn precheck<'h>(policy: &Policy, header: impl Fn(&str) -> Option<&'h [u8]>, end_of_stream: bool) -> Precheck {
-    if end_of_stream || !policy.needs_model() || !header("content-type").is_some_and(is_json) {
+pub fn precheck<V: AsRef<[u8]>>(
+    policy: &Policy,
+    mut header: impl FnMut(&str) -> Option<V>,
+    end_of_stream: bool,
+) -> Precheck {
+    if end_of_stream || !policy.needs_model() || !header("content-type").is_some_and(|v| is_json(v.as_ref())) {
         return Precheck::Decide;
     }
-    match header("content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok()) {
+    match header("content-length").and_then(|v| std::str::from_utf8(v.as_ref()).ok()?.trim().parse::<u64>().ok()) {
         Some(0) => return Precheck::Decide,
         Some(n) if n > policy.body_max_bytes as u64 => return Precheck::Reject(too_large(policy)),
         _ => {}
     }
     if let Some(encoding) = header("content-encoding")
-        && !encoding.trim_ascii().eq_ignore_ascii_case(b"identity")
+        && !encoding.as_ref().trim_ascii().eq_ignore_ascii_case(b"identity")
     {
         return Precheck::Reject(Rejection::new(
             ErrorCode::UnsupportedContentEncoding,

@@ -4,7 +4,7 @@
 use super::READ_PIECE;
 use crate::config::Role;
 use crate::decision::Decision;
-use crate::flow::{self, AfterHeaders, BodyRead};
+use crate::flow::{self, BodyRead, Precheck};
 use crate::handover::HANDOVER_KEY;
 use crate::outcome::{self, Host, Outcome, Reply};
 use crate::policy::{Policy, Target};
@@ -170,18 +170,36 @@ impl HttpContext for Filter {
             return reject(None, Rejection::internal("the filter is not configured"));
         };
         outcome::request_seen(&mut Wasm::new(Some(&ready)));
-        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(h) => h,
-            Err(_) => {
-                self.stage = Stage::Done;
-                return reject(Some(&ready), Rejection::internal("cannot read the request headers"));
-            }
-        };
-        match flow::on_request_headers(&ready.0, &headers, end_of_stream) {
-            AfterHeaders::Decided(decision) => self.carry_out(&ready, decision),
-            AfterHeaders::ReadBody(read) => {
+        // Whether to hold the request for its body takes three header values, one host call each;
+        // the whole map is copied into the VM only to decide now (a held request keeps no copy:
+        // `Stage`).
+        let mut unreadable = false;
+        let precheck = flow::precheck(
+            &ready.0,
+            |name| {
+                hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).unwrap_or_else(|_| {
+                    unreadable = true;
+                    None
+                })
+            },
+            end_of_stream,
+        );
+        let decision = match precheck {
+            _ if unreadable => None,
+            Precheck::ReadBody(read) => {
                 self.stage = Stage::Body(read);
-                Action::Pause
+                return Action::Pause;
+            }
+            Precheck::Reject(rejection) => Some(Decision::Reject(rejection)),
+            Precheck::Decide => hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+                .ok()
+                .map(|headers| flow::decide_without_body(&ready.0, &headers)),
+        };
+        match decision {
+            Some(decision) => self.carry_out(&ready, decision),
+            None => {
+                self.stage = Stage::Done;
+                reject(Some(&ready), Rejection::internal("cannot read the request headers"))
             }
         }
     }
