@@ -102,11 +102,13 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = self.read_body()
             query = parse_qs(urlsplit(self.path).query)
+            request = Request(self, body, query)
+            # Recorded when it arrives, not after the delay below: a slow request whose client gave
+            # up must not show up later in another test's record.
+            self.server.record({**request.upstream, "body": body.decode(errors="replace")})
             # `?delay_ms=N` makes the backend slow, to show that client timeout headers are ignored.
             if "delay_ms" in query:
                 time.sleep(int(query["delay_ms"][0]) / 1000)
-            request = Request(self, body, query)
-            self.server.record({**request.upstream, "body": body.decode(errors="replace")})
             failure = self.failure()
             if failure == "reset":
                 self.close_connection = True
