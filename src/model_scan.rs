@@ -1183,4 +1183,32 @@ mod tests {
             }
         }
     }
+
+    /// Every byte value in every lane of a 64-byte window, on plain backgrounds: AVX2, SSE2 and the
+    /// portable marking mark exactly `"`, `\`, the control characters and the bytes >= 0x80 (a
+    /// signed/unsigned compare mix-up would mark DEL or miss 0xff). The wasm-SIMD marking runs only
+    /// in the `.wasm`: `test_rejections.py::test_specials_at_the_scanners_window_edges_…` covers it.
+    #[test]
+    fn every_window_marking_marks_exactly_the_special_bytes() {
+        let special = |b: u8| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b);
+        for background in [b' ', b'a', b'~', 0x7f] {
+            assert!(!special(background));
+            for lane in 0..64 {
+                for byte in 0..=255u8 {
+                    let mut w = [background; 64];
+                    w[lane] = byte;
+                    let want = if special(byte) { 1u64 << lane } else { 0 };
+                    assert_eq!(block_scalar(&w), want, "scalar: {byte:#x} in lane {lane}");
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        assert_eq!(block_sse2(&w), want, "sse2: {byte:#x} in lane {lane}");
+                        if std::is_x86_feature_detected!("avx2") {
+                            // SAFETY: AVX2 was detected just above.
+                            assert_eq!(unsafe { block_avx2(&w) }, want, "avx2: {byte:#x} in lane {lane}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
