@@ -20,7 +20,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -50,16 +49,8 @@ def main():
          "--log-level", "warning", "--log-path", str(work / "envoy.log")],
         stdout=subprocess.DEVNULL, stderr=open(work / "valgrind.log", "w"))
     try:
-        deadline = time.time() + 1800
-        while True:
-            if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"envoy did not start under valgrind:\n{(work / 'valgrind.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{admin}/ready", trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
+        run.wait_ready(proc, admin, 1800, 1,
+                       lambda: f"envoy did not start under valgrind:\n{(work / 'valgrind.log').read_text()[-2000:]}")
         body = run.body_of_size(run.SIZES[args.size])
         headers = {"content-type": "application/json", "x-llamastack-provider-data": run.PROVIDER_DATA}
         base = None

@@ -193,6 +193,20 @@ def rss_kb(pid):
     return 0
 
 
+def wait_ready(proc, admin, timeout, poll, failure):
+    """Waits until Envoy's admin `/ready` answers 200; exits with `failure()` if it dies or times out."""
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None or time.time() > deadline:
+            raise SystemExit(failure())
+        try:
+            if httpx.get(f"http://127.0.0.1:{admin}/ready", trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll)
+
+
 class Bench:
     def __init__(self, envoy, work, connections, duration, listeners):
         self.envoy, self.work, self.connections, self.duration = envoy, work, connections, duration
@@ -205,16 +219,7 @@ class Bench:
         self.proc = subprocess.Popen([envoy, "-c", str(cfg), "--concurrency", "1", "--use-dynamic-base-id",
                                       "--log-level", "warning", "--log-path", str(self.log)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while True:
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"envoy failed to start:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.admin}/ready", trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_ready(self.proc, self.admin, 60, 0.2, lambda: f"envoy failed to start:\n{self.log.read_text()}")
         self.script = work / "bench.lua"
         self.script.write_text(WRK_SCRIPT)
 
