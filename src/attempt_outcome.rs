@@ -98,7 +98,7 @@ mod tests {
     use super::*;
     use crate::attempt::decide_attempt;
     use crate::handover::{Handover, decode_names};
-    use crate::outcome::tests::Recorder;
+    use crate::outcome::tests::{Recorder, counted};
 
     impl AttemptHost for Recorder {
         fn remove_header(&mut self, name: &str) -> bool {
@@ -178,9 +178,7 @@ mod tests {
                 r#"record ["x-a", "authorization"]"#
             ]
         );
-        let names = counters::names(&policy);
-        let counted: Vec<&str> = host.counts.iter().map(|(s, _)| names[*s].as_str()).collect();
-        assert_eq!(counted, ["llm_header_forward.chain.ha.attempts.openai"]);
+        assert_eq!(counted(&policy, &host), ["llm_header_forward.chain.ha.attempts.openai+1"]);
     }
 
     #[test]
@@ -212,9 +210,7 @@ mod tests {
         assert_eq!(host.calls.len(), 1, "{:?}", host.calls);
         assert!(host.calls[0].starts_with("reply 502 "), "{:?}", host.calls);
         assert!(host.calls[0].contains(r#"("x-llm-header-forward-error", "fallback_misconfigured")"#));
-        let names = counters::names(&policy);
-        let counted: Vec<&str> = host.counts.iter().map(|(s, _)| names[*s].as_str()).collect();
-        assert_eq!(counted, ["llm_header_forward.rejected.fallback_misconfigured"]);
+        assert_eq!(counted(&policy, &host), ["llm_header_forward.rejected.fallback_misconfigured+1"]);
     }
 
     #[test]

@@ -265,7 +265,8 @@ pub(crate) mod tests {
         assert!(host.calls.is_empty(), "{:?}", host.calls);
     }
 
-    fn counted(policy: &Policy, host: &Recorder) -> Vec<String> {
+    /// Each count the host received, as `<counter name>+<amount>`.
+    pub(crate) fn counted(policy: &Policy, host: &Recorder) -> Vec<String> {
         let names = counters::names(policy);
         host.counts.iter().map(|(s, by)| format!("{}+{by}", names[*s])).collect()
     }

@@ -589,10 +589,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_module: *mut c_void,
     end_of_stream: bool,
 ) -> i32 {
-    // Request headers status: Continue 0, StopIteration 1.
-    let status = request_hook(filter_envoy, filter_module, HeadersStatus::Stop, |config, filter, stream| {
+    headers_status(request_hook(filter_envoy, filter_module, HeadersStatus::Stop, |config, filter, stream| {
         filter.on_request_headers(config, stream, end_of_stream)
-    });
+    }))
+}
+
+/// Envoy's request headers and trailers status: Continue 0, StopIteration 1.
+fn headers_status(status: HeadersStatus) -> i32 {
     match status {
         HeadersStatus::Continue => 0,
         HeadersStatus::Stop => 1,
@@ -621,14 +624,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     filter_envoy: *mut c_void,
     filter_module: *mut c_void,
 ) -> i32 {
-    // Trailers status: Continue 0, StopIteration 1.
-    let status = request_hook(filter_envoy, filter_module, HeadersStatus::Stop, |config, filter, stream| {
+    headers_status(request_hook(filter_envoy, filter_module, HeadersStatus::Stop, |config, filter, stream| {
         filter.on_request_trailers(config, stream)
-    });
-    match status {
-        HeadersStatus::Continue => 0,
-        HeadersStatus::Stop => 1,
-    }
+    }))
 }
 
 #[unsafe(no_mangle)]
